@@ -1,0 +1,137 @@
+"""A catalog of tracks: `metadata.csv` (singer_id,track_id,path,lrc_path,split) or a folder tree.
+
+In a folder tree the first level names the singer, deeper levels (albums) are allowed, and `<track>.lrc` beside
+its audio file holds the lyrics. Tracks without a split get one from `assign_splits`, seeded.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+AUDIO_SUFFIXES = frozenset(
+    {
+        ".mp3",
+        ".m4a",
+        ".aac",
+        ".mp4",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".flac",
+        ".wav",
+        ".aif",
+        ".aiff",
+        ".wma",
+        ".webm",
+    }
+)
+SPLITS = ("train", "val", "test_seen", "test_unseen")
+TRAINING_SPLITS = ("train", "val")
+TEST_SPLITS = ("test_seen", "test_unseen")
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be read; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Track:
+    singer_id: str
+    track_id: str
+    audio_path: Path
+    lrc_path: Path | None
+    split: str  # one of SPLITS, or "" before assign_splits
+
+
+def read_catalog(source: str | Path, seed: int = 0) -> list[Track]:
+    """Reads a metadata.csv, a folder holding one, or a folder tree; every track gets a split."""
+    source = Path(source)
+    if not source.exists():
+        raise CatalogError(f"{source}: no such file or folder")
+    if source.is_dir() and (source / "metadata.csv").is_file():
+        source = source / "metadata.csv"
+    tracks = read_metadata(source) if source.is_file() else scan_folder(source)
+    if not tracks:
+        raise CatalogError(f"{source}: no audio tracks found")
+    return assign_splits(tracks, seed) if any(not t.split for t in tracks) else tracks
+
+
+def read_metadata(path: Path) -> list[Track]:
+    """Reads metadata.csv; paths are relative to the CSV file."""
+    root = path.parent
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise CatalogError(f"{path}: cannot read metadata ({error})") from error
+    required = {"singer_id", "path"}
+    if not rows or not required <= set(rows[0]):
+        raise CatalogError(f"{path}: needs the columns singer_id,track_id,path,lrc_path,split")
+    tracks, seen = [], set()
+    for line, row in enumerate(rows, start=2):
+        split = (row.get("split") or "").strip()
+        if split and split not in SPLITS:
+            raise CatalogError(f"{path}:{line}: unknown split '{split}'; use one of {', '.join(SPLITS)} or leave empty")
+        track_id = (row.get("track_id") or "").strip() or Path(row["path"]).with_suffix("").as_posix()
+        if track_id in seen:
+            raise CatalogError(f"{path}:{line}: duplicate track_id '{track_id}'")
+        seen.add(track_id)
+        lrc = (row.get("lrc_path") or "").strip()
+        tracks.append(Track(row["singer_id"].strip(), track_id, root / row["path"], root / lrc if lrc else None, split))
+    return tracks
+
+
+def scan_folder(root: Path) -> list[Track]:
+    """Finds audio files under root/<singer>/...; a same-named .lrc beside a file is its lyrics."""
+    tracks = []
+    for singer_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for audio in sorted(p for p in singer_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+            lrc = next(
+                (c for c in audio.parent.glob(f"{glob_escape(audio.stem)}.*") if c.suffix.lower() == ".lrc"),
+                None,
+            )
+            track_id = audio.relative_to(root).with_suffix("").as_posix()
+            tracks.append(Track(singer_dir.name, track_id, audio, lrc, ""))
+    return tracks
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def assign_splits(tracks: list[Track], seed: int, unseen_fraction: float = 0.15, test_tracks: int = 10) -> list[Track]:
+    """Splits like the paper: unseen singers (test tracks only), seen singers with separate test tracks, and
+    train/val 8:2 for the rest of the seen singers' tracks. Tracks that already have a split keep it.
+
+    A singer can be a test singer only with at least 7 tracks (6 enrollment songs + 1 query song); a seen test
+    singer keeps at least 5 tracks for training. About `unseen_fraction` of singers become unseen and as many
+    seen singers get test tracks.
+    """
+    by_singer: dict[str, list[Track]] = defaultdict(list)
+    for track in tracks:
+        by_singer[track.singer_id].append(track)
+    rng = random.Random(seed)
+    singers = sorted(by_singer)
+    rng.shuffle(singers)
+    count = round(unseen_fraction * len(singers))
+    unseen = [s for s in singers if len(by_singer[s]) >= 7][:count]
+    seen_test = [s for s in singers if s not in unseen and len(by_singer[s]) >= 12][:count]
+    decided: dict[str, str] = {}
+    for singer in singers:
+        open_tracks = [t for t in by_singer[singer] if not t.split]
+        rng.shuffle(open_tracks)
+        if singer in unseen:
+            decided.update((t.track_id, "test_unseen") for t in open_tracks)
+            continue
+        if singer in seen_test:
+            n_test = min(test_tracks, len(open_tracks) - 5)
+            decided.update((t.track_id, "test_seen") for t in open_tracks[:n_test])
+            open_tracks = open_tracks[n_test:]
+        n_val = round(0.2 * len(open_tracks)) if len(open_tracks) >= 2 else 0
+        decided.update((t.track_id, "val") for t in open_tracks[:n_val])
+        decided.update((t.track_id, "train") for t in open_tracks[n_val:])
+    return [t if t.split else replace(t, split=decided[t.track_id]) for t in tracks]

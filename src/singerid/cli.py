@@ -1,0 +1,252 @@
+"""The `singerid` command line: parse, call one stage, print a one-line summary of what was written."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from singerid import __version__
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _workers_default() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def add_synth(sub: argparse._SubParsersAction) -> None:
+    from singerid.synth import SynthConfig
+
+    d = SynthConfig()
+    p = sub.add_parser(
+        "synth",
+        help="write a procedural singing catalog (audio, LRC lyrics, metadata.csv)",
+        description="Writes a procedural singing catalog: audio files, one LRC per track and metadata.csv with the "
+        "paper's splits (seen singers: train/val 8:2 plus test tracks; unseen singers: test tracks only).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("out", type=Path, help="catalog folder to write (finished tracks are kept on a rerun)")
+    p.add_argument("--singers", type=int, default=d.singers, help="number of singers, seen and unseen")
+    p.add_argument("--tracks", type=int, default=d.tracks, help="tracks per seen singer, split 8:2 train/val")
+    p.add_argument("--test-tracks", type=int, default=d.test_tracks, help="test tracks per test singer")
+    p.add_argument(
+        "--test-singers",
+        type=int,
+        default=d.test_singers,
+        help="seen singers with test tracks, and as many unseen singers (0: singers // 6, at least 2)",
+    )
+    p.add_argument("--seconds", type=float, default=d.seconds, help="length of each track")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed and version, same bytes")
+    p.add_argument("--format", choices=("mp3", "flac", "wav"), default=d.format, help="audio format")
+    p.add_argument("--sample-rate", type=int, default=d.sample_rate, help="sample rate of the files (stereo)")
+    p.add_argument("--stems", action="store_true", help="also write each track's vocal stem to stems/ (FLAC)")
+    p.add_argument(
+        "--difficulty",
+        type=float,
+        default=d.difficulty,
+        help="divides the spread of singer voices around the population mean: >1 closer, <1 apart",
+    )
+    p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")
+    p.add_argument("--quick", action="store_true", help="a tiny catalog for tests: 6 singers, 5 tracks, 6 s")
+    p.set_defaults(handler=run_synth)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from singerid.synth import QUICK, SynthConfig, synthesize
+
+    values = {
+        "singers": args.singers,
+        "tracks": args.tracks,
+        "test_tracks": args.test_tracks,
+        "test_singers": args.test_singers,
+        "seconds": args.seconds,
+        "seed": args.seed,
+        "format": args.format,
+        "sample_rate": args.sample_rate,
+        "stems": args.stems,
+        "difficulty": args.difficulty,
+    }
+    if args.quick:
+        values.update(QUICK)
+    config = SynthConfig(**values)
+    start = time.perf_counter()
+    metadata = synthesize(config, args.out, workers=args.workers)
+    print(f"synth: wrote {metadata} ({metadata_rows(metadata)} tracks) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def metadata_rows(path: Path) -> int:
+    with path.open(encoding="utf-8") as f:
+        return sum(1 for _ in f) - 1
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 2/8, got '{text}'") from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"need 1 <= K <= N, got {k}/{n}")
+    return k, n
+
+
+def add_prepare(sub: argparse._SubParsersAction) -> None:
+    from singerid.prepare import FrontendConfig
+
+    d = FrontendConfig()
+    p = sub.add_parser(
+        "prepare",
+        help="front end: a catalog into a feature store (resumable, parallel, shardable)",
+        description="Decodes every track to 16 kHz mono, optionally separates the vocals, finds the vocal regions "
+        "(LRC phrases, else a vocal-activity detector), and stores the 64-bin log-mel frames of those regions. "
+        "A rerun resumes; tracks that cannot be used go to STORE/rejects.csv with the reason.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("catalog", type=Path, help="metadata.csv, a folder holding one, or a folder tree <singer>/...")
+    p.add_argument("store", type=Path, help="feature store folder to write")
+    p.add_argument("--separation", default=d.separation, help="vocal separation: none, repet or demucs")
+    p.add_argument(
+        "--separator-weights",
+        type=Path,
+        default=None,
+        help="local weights file for a neural separator (never downloaded)",
+    )
+    p.add_argument("--vad", action="store_true", help="find vocal regions with the detector even where LRC exists")
+    p.add_argument(
+        "--max-phrase-seconds",
+        type=float,
+        default=d.max_phrase_seconds,
+        help="an LRC phrase without an end mark lasts at most this long",
+    )
+    p.add_argument(
+        "--min-voice-seconds",
+        type=float,
+        default=d.min_voice_seconds,
+        help="tracks with less voice are rejected",
+    )
+    p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")
+    p.add_argument("--shard", type=parse_shard, default=(1, 1), help="prepare only part K of N of the catalog")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits of a catalog that has none")
+    p.set_defaults(handler=run_prepare)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from singerid.prepare import FrontendConfig, prepare
+    from singerid.store import FeatureStore, format_summary
+
+    frontend = FrontendConfig(
+        separation=args.separation,
+        separator_weights=str(args.separator_weights) if args.separator_weights else None,
+        regions="vad" if args.vad else "auto",
+        max_phrase_seconds=args.max_phrase_seconds,
+        min_voice_seconds=args.min_voice_seconds,
+    )
+    result = prepare(args.catalog, args.store, frontend, workers=args.workers, shard=args.shard, seed=args.seed)
+    print(format_summary(FeatureStore(args.store).summary()))
+    print(
+        f"prepare: {result.processed} tracks processed, {result.skipped} already done, "
+        f"{len(result.header.rejects)} rejected (see {args.store / 'rejects.csv'}); "
+        f"store {args.store} in {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def add_store(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("store", help="inspect or merge feature stores")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    info = actions.add_parser("info", help="singers, tracks and hours of voice per split, frames and bytes")
+    info.add_argument("store", type=Path)
+    info.set_defaults(handler=run_store_info)
+    merge = actions.add_parser("merge", help="join stores prepared with --shard K/N into one")
+    merge.add_argument("out", type=Path, help="merged store folder")
+    merge.add_argument("parts", type=Path, nargs="+", help="stores to merge")
+    merge.set_defaults(handler=run_store_merge)
+
+
+def run_store_info(args: argparse.Namespace) -> int:
+    from singerid.store import FeatureStore, format_summary
+
+    print(format_summary(FeatureStore(args.store).summary()))
+    return 0
+
+
+def run_store_merge(args: argparse.Namespace) -> int:
+    from singerid.store import merge_stores
+
+    header = merge_stores(args.out, args.parts)
+    print(f"store merge: {len(header.tracks)} tracks from {len(args.parts)} stores into {args.out}")
+    return 0
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the whole chain on a freshly synthesized corpus",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run", type=Path, nargs="?", default=Path("runs/demo"), help="folder for the demo's outputs")
+    p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")
+    p.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from singerid.demo import run
+
+    return run(args.run, workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="singerid",
+        description="Singer identification and verification with deep metric learning.",
+    )
+    parser.add_argument("--version", action="version", version=f"singerid {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+COMMANDS = [add_synth, add_prepare, add_store, add_demo]
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors caused by the user's input: printed as one line, no traceback."""
+    from singerid.audio import AudioError
+    from singerid.catalog import CatalogError
+    from singerid.lyrics import LyricsError
+    from singerid.registry import RegistryError
+    from singerid.separation import SeparationError
+    from singerid.store import StoreError
+
+    return (
+        AudioError,
+        CatalogError,
+        LyricsError,
+        RegistryError,
+        SeparationError,
+        StoreError,
+        FileNotFoundError,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    handler: Handler = args.handler
+    USER_ERRORS = _user_errors()
+    try:
+        return handler(args)
+    except USER_ERRORS as error:
+        print(f"singerid: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,155 @@
+"""The one front end of the paper: 16 kHz audio -> 64-bin log-mel frames (25 ms Hamming window, 10 ms hop).
+
+Framing is centred (``torch.stft(center=True)`` semantics) with zero ("constant") padding of ``n_fft // 2`` at
+both ends, as librosa's default: frame ``i`` is centred on sample ``i * hop_length`` and a signal of ``n``
+samples gives ``1 + n // hop_length`` frames (3.49 s at 16 kHz -> 55840 samples -> 350 frames). Zero padding,
+unlike reflection, works for signals of any length, even shorter than one window.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# Frames computed per step by log_mel: 60 s at a 10 ms hop keeps a long track's working memory small.
+CHUNK_FRAMES = 6000
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel settings; stored with every feature store so that training and inference agree."""
+
+    sample_rate: int = 16000  # Hz
+    n_fft: int = 512  # FFT size: the 400-sample window zero-padded to 512
+    win_length: int = 400  # 25 ms Hamming window
+    hop_length: int = 160  # 10 ms hop -> 100 frames per second
+    n_mels: int = 64
+    # 20 Hz drops DC and rumble below any singing voice. 7600 Hz stays under the 8 kHz Nyquist limit, where
+    # the resampler's anti-aliasing filter rolls off and MP3 encoders often cut. Both as in voxceleb_trainer.
+    f_min: float = 20.0
+    f_max: float = 7600.0
+    log_floor: float = 1e-6  # features are log(mel power + log_floor)
+
+    def __post_init__(self) -> None:
+        if min(self.sample_rate, self.n_fft, self.win_length, self.hop_length, self.n_mels) <= 0:
+            raise ValueError(f"sample_rate, n_fft, win_length, hop_length and n_mels must be positive: {self}")
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length {self.win_length} is longer than n_fft {self.n_fft}")
+        if not 0.0 <= self.f_min < self.f_max <= self.sample_rate / 2:
+            raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2, got {self.f_min} and {self.f_max}")
+        if self.log_floor <= 0.0:
+            raise ValueError(f"log_floor must be positive, got {self.log_floor}")
+
+    @property
+    def n_freqs(self) -> int:
+        """Number of FFT bins, ``n_fft // 2 + 1``."""
+        return self.n_fft // 2 + 1
+
+
+def num_frames(num_samples: int, config: FeatureConfig = FeatureConfig()) -> int:
+    """Frames that log_mel gives for ``num_samples`` samples: ``1 + num_samples // hop_length``."""
+    return 1 + num_samples // config.hop_length
+
+
+def frames_to_seconds(frames: float, config: FeatureConfig = FeatureConfig()) -> float:
+    """Time in seconds of the centre of frame ``frames`` (also a frame count as a duration)."""
+    return frames * config.hop_length / config.sample_rate
+
+
+def seconds_to_frames(seconds: float, config: FeatureConfig = FeatureConfig()) -> int:
+    """Index of the frame whose centre is nearest to ``seconds`` (halves round up)."""
+    return math.floor(seconds * config.sample_rate / config.hop_length + 0.5)
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz (3 mels per 200 Hz), logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz * 3.0 / 200.0
+    log_step = math.log(6.4) / 27.0
+    logarithmic = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / log_step
+    return np.where(hz >= 1000.0, logarithmic, linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    log_step = math.log(6.4) / 27.0
+    return np.where(mel >= 15.0, 1000.0 * np.exp(log_step * (mel - 15.0)), mel * 200.0 / 3.0)
+
+
+def mel_filterbank(config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """Triangular mel filters, (n_mels, n_fft // 2 + 1) float32: Slaney scale and area norm, as librosa's."""
+    fft_freqs = np.linspace(0.0, config.sample_rate / 2, config.n_freqs)
+    mel_edges = np.linspace(_hz_to_mel(config.f_min), _hz_to_mel(config.f_max), config.n_mels + 2)
+    hz_edges = _mel_to_hz(mel_edges)
+    widths = np.diff(hz_edges)
+    offsets = hz_edges[:, np.newaxis] - fft_freqs[np.newaxis, :]
+    rising = -offsets[:-2] / widths[:-1, np.newaxis]
+    falling = offsets[2:] / widths[1:, np.newaxis]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (hz_edges[2:] - hz_edges[:-2]))[:, np.newaxis]
+    return weights.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _analysis_tensors(config: FeatureConfig, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Periodic Hamming window (win_length) and transposed mel matrix (n_freqs, n_mels), cached per device."""
+    with torch.inference_mode(False):  # plain tensors, usable with autograd even if first built under inference
+        window = torch.hamming_window(config.win_length, periodic=True, dtype=torch.float32, device=device)
+        mel_matrix = torch.from_numpy(mel_filterbank(config)).T.contiguous().to(device)
+    return window, mel_matrix
+
+
+def _log_mel_padded(padded: Tensor, config: FeatureConfig) -> Tensor:
+    """(B, samples) already padded by n_fft // 2 at both ends -> (B, frames, n_mels) log-mel, float32."""
+    window, mel_matrix = _analysis_tensors(config, padded.device)
+    spectrum = torch.stft(
+        padded,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        win_length=config.win_length,
+        window=window,
+        center=False,
+        return_complex=True,
+    )
+    power = spectrum.real.square() + spectrum.imag.square()  # (B, n_freqs, frames)
+    mel = torch.matmul(power.transpose(1, 2), mel_matrix)
+    return torch.log(mel + config.log_floor)
+
+
+def log_mel(wave: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """Mono ``wave`` at ``config.sample_rate`` -> (1 + len // hop_length, n_mels) float32 log-mel frames.
+
+    Long signals are processed CHUNK_FRAMES frames at a time, each chunk reading its frames' samples plus the
+    window overlap, so the result equals the whole-signal computation while memory stays bounded.
+    """
+    wave = np.asarray(wave)
+    if wave.ndim != 1:
+        raise ValueError(f"log_mel expects a mono (samples,) wave, got shape {wave.shape}")
+    total_frames = num_frames(wave.shape[0], config)
+    half = config.n_fft // 2
+    output = np.empty((total_frames, config.n_mels), dtype=np.float32)
+    with torch.inference_mode():
+        for first in range(0, total_frames, CHUNK_FRAMES):
+            last = min(first + CHUNK_FRAMES, total_frames)
+            # Samples of frames first..last-1 in padded coordinates are [first*hop, (last-1)*hop + n_fft).
+            start = first * config.hop_length - half
+            stop = (last - 1) * config.hop_length + config.n_fft - half
+            piece = wave[max(start, 0) : min(stop, wave.shape[0])].astype(np.float32, copy=False)
+            chunk = torch.from_numpy(np.ascontiguousarray(piece))
+            chunk = torch.nn.functional.pad(chunk, (max(-start, 0), max(stop - wave.shape[0], 0)))
+            output[first:last] = _log_mel_padded(chunk.unsqueeze(0), config)[0].numpy()
+    return output
+
+
+def log_mel_batch(waves: Tensor, config: FeatureConfig = FeatureConfig()) -> Tensor:
+    """(B, samples) float tensor -> (B, 1 + samples // hop_length, n_mels) float32, on the input's device."""
+    if waves.ndim != 2:
+        raise ValueError(f"log_mel_batch expects (batch, samples), got shape {tuple(waves.shape)}")
+    half = config.n_fft // 2
+    padded = torch.nn.functional.pad(waves.to(torch.float32), (half, half))
+    return _log_mel_padded(padded, config)

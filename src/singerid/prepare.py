@@ -1,0 +1,246 @@
+"""`singerid prepare`: a catalog through the front end (section III-A of the paper) into a feature store.
+
+Per track: decode to 16 kHz mono -> optional vocal separation -> vocal regions (LRC phrases, else the
+vocal-activity detector on the separated signal) -> log-mel of the whole track -> the frames inside the regions.
+Each finished track is written at once to `STORE/parts/` (frames, then its record, each atomically), so a killed
+run loses nothing finished; at the end the parts are packed into shards and the index. A track that cannot be used
+goes to rejects.csv with the reason, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from singerid.audio import AudioError, load_audio
+from singerid.catalog import Track, read_catalog
+from singerid.features import FeatureConfig, log_mel
+from singerid.lyrics import LyricsError, read_lrc, total_seconds, vocal_regions
+from singerid.separation import Separator, build_separator
+from singerid.store import (
+    SHARD_FRAMES,
+    Reject,
+    StoredTrack,
+    StoreError,
+    StoreHeader,
+    read_header,
+    write_header,
+    write_shard,
+)
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """How the frames were made, besides the log-mel settings; stored in the index."""
+
+    separation: str = "none"  # none | repet | demucs
+    separator_weights: str | None = None  # local weights file for neural separators
+    regions: str = "auto"  # auto: LRC phrases where a track has usable lyrics, else the detector; vad: always
+    max_phrase_seconds: float = 10.0  # an LRC phrase without an end mark lasts at most this long
+    min_voice_seconds: float = 1.0  # tracks with less voice than this are rejected
+    max_track_seconds: float = 3600.0  # longer files are cut here (guards against huge or endless streams)
+
+    def __post_init__(self) -> None:
+        if self.regions not in ("auto", "vad"):
+            raise ValueError(f"regions must be 'auto' or 'vad', got '{self.regions}'")
+
+
+def part_key(track_id: str) -> str:
+    return hashlib.sha1(track_id.encode("utf-8")).hexdigest()[:20]
+
+
+def in_shard(track_id: str, shard: tuple[int, int]) -> bool:
+    """Whether a track belongs to machine K of N (stable across machines and runs)."""
+    k, n = shard
+    return int(part_key(track_id), 16) % n == k - 1
+
+
+class TrackFrontend:
+    """The front end of one worker process: decoder, separator, regions, log-mel."""
+
+    def __init__(self, frontend: FrontendConfig, features: FeatureConfig) -> None:
+        self.frontend = frontend
+        self.features = features
+        self.separator: Separator = build_separator(frontend.separation, frontend.separator_weights)
+
+    def frames(self, track: Track) -> tuple[np.ndarray, str, float]:
+        """Log-mel frames of the track's vocal regions, the method that found them, seconds of voice."""
+        sr = self.features.sample_rate
+        wave = load_audio(track.audio_path, sr, max_seconds=self.frontend.max_track_seconds)
+        if np.max(np.abs(wave)) < 1e-4:
+            raise AudioError(track.audio_path, "silent audio (peak below -80 dBFS)")
+        vocals = self.separator.separate(wave, sr)
+        lyrics = None
+        if self.frontend.regions == "auto" and track.lrc_path is not None:
+            try:
+                lyrics = read_lrc(
+                    track.lrc_path,
+                    max_phrase_seconds=self.frontend.max_phrase_seconds,
+                    duration=len(wave) / sr,
+                )
+            except LyricsError:
+                lyrics = None  # unreadable lyrics: the detector finds the regions instead
+        method = "lrc" if lyrics is not None and lyrics.phrases else "vad"
+        regions = vocal_regions(vocals, sr, lyrics if method == "lrc" else None)
+        seconds = total_seconds(regions)
+        if seconds < self.frontend.min_voice_seconds:
+            raise AudioError(
+                track.audio_path,
+                f"only {seconds:.2f} s of voice found by {method} (minimum {self.frontend.min_voice_seconds} s)",
+            )
+        mel = log_mel(vocals, self.features)
+        fps = sr / self.features.hop_length
+        keep = np.zeros(len(mel), bool)
+        for start, end in regions:
+            keep[int(round(start * fps)) : int(round(end * fps))] = True
+        return mel[keep].astype(np.float16), method, seconds
+
+
+_WORKER: TrackFrontend | None = None
+
+
+def _init_worker(frontend: FrontendConfig, features: FeatureConfig) -> None:
+    import torch
+
+    global _WORKER
+    torch.set_num_threads(1)
+    _WORKER = TrackFrontend(frontend, features)
+
+
+def _process(args: tuple[Track, Path]) -> bool:
+    """Prepares one track into parts/; returns whether it was kept."""
+    track, parts = args
+    assert _WORKER is not None
+    key = part_key(track.track_id)
+    folder = parts / key[:2]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        frames, method, seconds = _WORKER.frames(track)
+    except (AudioError, ValueError, RuntimeError, OSError, MemoryError) as error:
+        reason = error.reason if isinstance(error, AudioError) else f"{type(error).__name__}: {error}"
+        record = {"reject": asdict(Reject(str(track.audio_path), track.track_id, reason))}
+        _write_json(folder / f"{key}.json", record)
+        return False
+    temporary = folder / f".{key}.npy.tmp"
+    with temporary.open("wb") as f:
+        np.save(f, frames)
+    os.replace(temporary, folder / f"{key}.npy")
+    record = {
+        "track": {
+            "singer_id": track.singer_id,
+            "track_id": track.track_id,
+            "split": track.split,
+            "source": str(track.audio_path),
+            "method": method,
+            "voice_seconds": round(seconds, 3),
+        }
+    }
+    _write_json(folder / f"{key}.json", record)  # written last: its presence marks the track done
+    return True
+
+
+def _write_json(path: Path, record: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _run(
+    jobs: list[tuple[Track, Path]], workers: int, frontend: FrontendConfig, features: FeatureConfig
+) -> Iterator[bool]:
+    if workers <= 1:
+        _init_worker(frontend, features)
+        yield from map(_process, jobs)
+        return
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(frontend, features)) as pool:
+        yield from pool.map(_process, jobs, chunksize=1)
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    header: StoreHeader
+    processed: int  # tracks processed in this run
+    skipped: int  # tracks already done by an earlier run
+    seconds: float
+
+
+def prepare(
+    catalog: str | Path,
+    store: str | Path,
+    frontend: FrontendConfig = FrontendConfig(),
+    features: FeatureConfig = FeatureConfig(),
+    *,
+    workers: int = 1,
+    shard: tuple[int, int] = (1, 1),
+    seed: int = 0,
+    progress: bool = True,
+) -> PrepareResult:
+    """Prepares every track of the catalog (of this machine's shard) that the store does not hold yet."""
+    start_time = time.perf_counter()
+    store = Path(store)
+    k, n = shard
+    if not 1 <= k <= n:
+        raise ValueError(f"shard must be K/N with 1 <= K <= N, got {k}/{n}")
+    tracks = [t for t in read_catalog(catalog, seed) if in_shard(t.track_id, shard)]
+    settings = asdict(frontend)
+    store.mkdir(parents=True, exist_ok=True)
+    if (store / "index.json").exists():
+        header = read_header(store)
+        if header.features != features or header.frontend != settings:
+            raise StoreError(f"{store}: made with other front-end settings; prepare into a new folder")
+    else:
+        header = StoreHeader(features, settings)
+    done = {t.track_id for t in header.tracks} | {r.track_id for r in header.rejects}
+    parts = store / "parts"
+    todo = [t for t in tracks if t.track_id not in done and not _part_record(parts, t.track_id).exists()]
+    skipped = len(tracks) - len(todo)
+    bar = tqdm(total=len(tracks), initial=skipped, desc="prepare", unit="track", disable=not progress)
+    for _ in _run([(t, parts) for t in todo], workers, frontend, features):
+        bar.update()
+    bar.close()
+    _pack(store, header, [t for t in tracks if t.track_id not in done])
+    return PrepareResult(header, len(todo), skipped, time.perf_counter() - start_time)
+
+
+def _part_record(parts: Path, track_id: str) -> Path:
+    key = part_key(track_id)
+    return parts / key[:2] / f"{key}.json"
+
+
+def _pack(store: Path, header: StoreHeader, new_tracks: list[Track]) -> None:
+    """Moves finished parts into new shard files and the index, in catalog order; then removes the parts."""
+    parts = store / "parts"
+    buffer: list[np.ndarray] = []
+    buffered = 0
+    shard = len(header.shards)
+    for track in new_tracks:
+        path = _part_record(parts, track.track_id)
+        if not path.exists():
+            continue  # not finished (an interrupted worker): done by the next run
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if "reject" in record:
+            header.rejects.append(Reject(**record["reject"]))
+            continue
+        frames = np.load(path.with_suffix(".npy"))
+        if buffered + len(frames) > SHARD_FRAMES and buffer:
+            write_shard(store, shard, np.concatenate(buffer))
+            header.shards.append(buffered)
+            shard, buffer, buffered = shard + 1, [], 0
+        header.tracks.append(StoredTrack(**record["track"], shard=shard, offset=buffered, frames=len(frames)))
+        buffer.append(frames)
+        buffered += len(frames)
+    if buffer:
+        write_shard(store, shard, np.concatenate(buffer))
+        header.shards.append(buffered)
+    write_header(store, header)
+    shutil.rmtree(parts, ignore_errors=True)

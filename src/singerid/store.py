@@ -1,0 +1,247 @@
+"""The feature store: float16 log-mel frames of the sung parts of every track, memory-mapped, plus an index.
+
+Layout of a store folder:
+    index.json            format, version, FeatureConfig, front-end settings, shards, tracks
+    frames-00000.f16 ...  raw float16 arrays of shape (frames, n_mels), one after another per track
+    rejects.csv           file,track_id,reason for every track that could not be used
+
+A track's frames are the frames of its vocal regions, concatenated in time order; a crop never crosses a track
+boundary (it may span two consecutive vocal regions of the same track). Files are written under a temporary name
+and renamed, so a reader never sees a half-written shard or index.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from singerid.features import FeatureConfig
+
+STORE_FORMAT = "singerid-store"
+STORE_VERSION = 1
+SHARD_FRAMES = 1 << 22  # 4.2 M frames (11.7 h of voice, 512 MiB at 64 mels) per shard file
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be read or merged; the message names the folder and the reason."""
+
+
+@dataclass(frozen=True)
+class StoredTrack:
+    singer_id: str
+    track_id: str
+    split: str
+    source: str  # the audio file it came from
+    method: str  # "lrc" or "vad": how its vocal regions were found
+    voice_seconds: float  # seconds of voice kept
+    shard: int
+    offset: int  # first frame in the shard
+    frames: int
+
+
+@dataclass(frozen=True)
+class Reject:
+    source: str
+    track_id: str
+    reason: str
+
+
+@dataclass
+class StoreHeader:
+    """Everything but the frames: how they were made and where each track lies."""
+
+    features: FeatureConfig
+    frontend: dict[str, Any]  # separation, region settings: the rest of what made the frames
+    shards: list[int] = field(default_factory=list)  # frames per shard file
+    tracks: list[StoredTrack] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def shard_name(index: int) -> str:
+    return f"frames-{index:05d}.f16"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_shard(folder: Path, index: int, frames: np.ndarray) -> None:
+    """Writes one shard file atomically."""
+    path = folder / shard_name(index)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("wb") as f:
+        np.ascontiguousarray(frames, dtype=np.float16).tofile(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def write_header(folder: Path, header: StoreHeader) -> None:
+    """Writes index.json and rejects.csv, atomically; index.json last, as it makes the store readable."""
+    rows = ["file,track_id,reason"]
+    for r in header.rejects:
+        rows.append(csv_line([r.source, r.track_id, r.reason]))
+    atomic_write_text(folder / "rejects.csv", "\n".join(rows) + "\n")
+    record = {
+        "format": STORE_FORMAT,
+        "version": STORE_VERSION,
+        "features": asdict(header.features),
+        "frontend": header.frontend,
+        "shards": [{"file": shard_name(i), "frames": n} for i, n in enumerate(header.shards)],
+        "tracks": [asdict(t) for t in header.tracks],
+        "rejects": [asdict(r) for r in header.rejects],
+    }
+    atomic_write_text(folder / "index.json", json.dumps(record, ensure_ascii=False))
+
+
+def csv_line(values: list[str]) -> str:
+    from io import StringIO
+
+    buffer = StringIO()
+    csv.writer(buffer, lineterminator="").writerow(values)
+    return buffer.getvalue()
+
+
+def read_header(folder: Path) -> StoreHeader:
+    path = Path(folder) / "index.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StoreError(f"{folder}: not a feature store (no index.json); make one with `singerid prepare`") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise StoreError(f"{path}: unreadable index ({error})") from error
+    if record.get("format") != STORE_FORMAT or record.get("version") != STORE_VERSION:
+        raise StoreError(
+            f"{path}: format {record.get('format')} version {record.get('version')}, "
+            f"expected {STORE_FORMAT} version {STORE_VERSION}"
+        )
+    return StoreHeader(
+        features=FeatureConfig(**record["features"]),
+        frontend=record["frontend"],
+        shards=[s["frames"] for s in record["shards"]],
+        tracks=[StoredTrack(**t) for t in record["tracks"]],
+        rejects=[Reject(**r) for r in record["rejects"]],
+    )
+
+
+class FeatureStore:
+    """Read access to a store: any crop of any track without loading the store into memory."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.header = read_header(self.folder)
+        self.tracks = self.header.tracks
+        self.features = self.header.features
+        self._shards: dict[int, np.ndarray] = {}
+        for i, frames in enumerate(self.header.shards):
+            path = self.folder / shard_name(i)
+            expected = frames * self.features.n_mels * 2
+            if not path.is_file() or path.stat().st_size != expected:
+                raise StoreError(f"{path}: missing or of the wrong size (expected {expected} bytes)")
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    def _shard(self, index: int) -> np.ndarray:
+        shard = self._shards.get(index)
+        if shard is None:  # opened lazily, so that forked data-loader workers each map their own
+            shape = (self.header.shards[index], self.features.n_mels)
+            shard = np.memmap(self.folder / shard_name(index), dtype=np.float16, mode="r", shape=shape)
+            self._shards[index] = shard
+        return shard
+
+    def frames(self, track: int) -> np.ndarray:
+        """All frames of one track, a read-only float16 view (frames, n_mels)."""
+        t = self.tracks[track]
+        return self._shard(t.shard)[t.offset : t.offset + t.frames]
+
+    def crop(self, track: int, start: int, length: int) -> np.ndarray:
+        """`length` frames from `start` as float32; a track shorter than `length` is repeated (tiled)."""
+        frames = self.frames(track)
+        if len(frames) >= length:
+            if not 0 <= start <= len(frames) - length:
+                raise IndexError(f"crop [{start}, {start + length}) outside track of {len(frames)} frames")
+            return np.asarray(frames[start : start + length], dtype=np.float32)
+        reps = -(-length // len(frames))
+        return np.tile(np.asarray(frames, dtype=np.float32), (reps, 1))[:length]
+
+    def random_crop(self, track: int, length: int, rng: np.random.Generator) -> np.ndarray:
+        available = self.tracks[track].frames - length
+        return self.crop(track, int(rng.integers(0, available + 1)) if available > 0 else 0, length)
+
+    def summary(self) -> dict[str, Any]:
+        """Singers, tracks and hours of voice per split, frames and bytes."""
+        per_split: dict[str, dict[str, Any]] = defaultdict(lambda: {"singers": set(), "tracks": 0, "hours": 0.0})
+        for t in self.tracks:
+            entry = per_split[t.split]
+            entry["singers"].add(t.singer_id)
+            entry["tracks"] += 1
+            entry["hours"] += t.voice_seconds / 3600
+        methods: dict[str, int] = defaultdict(int)
+        for t in self.tracks:
+            methods[t.method] += 1
+        frames = sum(self.header.shards)
+        return {
+            "store": str(self.folder),
+            "singers": len({t.singer_id for t in self.tracks}),
+            "tracks": len(self.tracks),
+            "rejects": len(self.header.rejects),
+            "frames": frames,
+            "bytes": frames * self.features.n_mels * 2,
+            "methods": dict(methods),
+            "frontend": self.header.frontend,
+            "splits": {
+                split: {"singers": len(e["singers"]), "tracks": e["tracks"], "hours": round(e["hours"], 3)}
+                for split, e in sorted(per_split.items())
+            },
+        }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [
+        f"store {summary['store']}: {summary['singers']} singers, {summary['tracks']} tracks, "
+        f"{summary['rejects']} rejected, {summary['frames']} frames, {summary['bytes'] / 2**20:.1f} MiB",
+        f"front end: {json.dumps(summary['frontend'], ensure_ascii=False)}; regions by {summary['methods']}",
+        f"{'split':<12} {'singers':>8} {'tracks':>8} {'voice h':>9}",
+    ]
+    for split, e in summary["splits"].items():
+        lines.append(f"{split:<12} {e['singers']:>8} {e['tracks']:>8} {e['hours']:>9.2f}")
+    return "\n".join(lines)
+
+
+def merge_stores(out: Path, parts: list[Path]) -> StoreHeader:
+    """Joins stores prepared as shards of one catalog (`prepare --shard K/N`) into one store at `out`."""
+    headers = [read_header(p) for p in parts]
+    first = headers[0]
+    for part, header in zip(parts[1:], headers[1:]):
+        if header.features != first.features or header.frontend != first.frontend:
+            raise StoreError(f"{part}: made with other front-end settings than {parts[0]}; cannot merge")
+    out.mkdir(parents=True, exist_ok=True)
+    merged = StoreHeader(first.features, first.frontend)
+    seen: set[str] = set()
+    for part, header in zip(parts, headers):
+        base = len(merged.shards)
+        for i, frames in enumerate(header.shards):
+            target = out / shard_name(base + i)
+            temporary = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(part / shard_name(i), temporary)
+            os.replace(temporary, target)
+            merged.shards.append(frames)
+        for t in header.tracks:
+            if t.track_id in seen:
+                raise StoreError(f"{part}: track '{t.track_id}' is in two of the stores to merge")
+            seen.add(t.track_id)
+            merged.tracks.append(StoredTrack(**{**asdict(t), "shard": t.shard + base}))
+        merged.rejects.extend(header.rejects)
+    write_header(out, merged)
+    return merged

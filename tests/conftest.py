@@ -1,0 +1,19 @@
+"""Shared fixtures: one tiny synthetic catalog per test run, made by the project's own synthesizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from singerid.synth import QUICK, SynthConfig, synthesize
+
+QUICK_CONFIG = SynthConfig(**QUICK, stems=True)
+
+
+@pytest.fixture(scope="session")
+def quick_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`singerid synth --quick --stems`: 6 singers (2 seen-test, 2 unseen), 6 s tracks, MP3 + LRC + stems."""
+    root = tmp_path_factory.mktemp("catalog")
+    synthesize(QUICK_CONFIG, root, workers=2, progress=False)
+    return root

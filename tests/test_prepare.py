@@ -1,0 +1,167 @@
+"""`singerid prepare` on synthetic catalogs in real-world shape: formats, names, missing lyrics, bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import singerid.prepare as prepare_module
+from singerid.audio import load_audio, write_audio
+from singerid.cli import main
+from singerid.features import log_mel
+from singerid.lyrics import read_lrc
+from singerid.prepare import prepare
+from singerid.store import FeatureStore, merge_stores
+
+
+def catalog_rows(root: Path) -> list[dict[str, str]]:
+    with (root / "metadata.csv").open(encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def messy_tree(quick_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder tree <singer>/<album>/<track>: six formats and rates, lyrics for some, and broken files."""
+    root = tmp_path_factory.mktemp("messy") / "My Music (l'été)"
+    formats = [
+        (".m4a", 44100, 16),
+        (".ogg", 48000, 16),
+        (".flac", 22050, 24),
+        (".wav", 48000, 24),
+        (".mp3", 32000, 16),
+    ]
+    rows = [r for r in catalog_rows(quick_catalog) if r["split"] == "train"][:10]
+    for i, row in enumerate(rows):
+        suffix, rate, bits = formats[i % len(formats)]
+        wave = load_audio(quick_catalog / row["path"], rate)
+        channels = np.stack([wave, wave]) if i % 2 else wave
+        target = root / f"Singer {row['singer_id']} Ñandú" / "Album 1" / f"{i:02d} It's Tëst{suffix}"
+        write_audio(target, channels, rate, bit_depth=bits)
+        if i % 3:  # every third track has no lyrics: the detector finds its voice
+            lrc = (quick_catalog / row["lrc_path"]).read_text(encoding="utf-8-sig")
+            target.with_suffix(".lrc").write_text("\ufeff[re:junk]\r\nnot a lyric line\r\n" + lrc, encoding="utf-8")
+    bad = root / "Singer Broken"
+    bad.mkdir()
+    (bad / "empty.mp3").write_bytes(b"")
+    (bad / "noise.mp3").write_bytes(np.random.default_rng(0).bytes(5000))
+    (bad / "text.flac").write_text("this is not audio")
+    write_audio(bad / "silent.wav", np.zeros(16000 * 3, np.float32), 16000)
+    good = (root / f"Singer {rows[0]['singer_id']} Ñandú" / "Album 1" / "00 It's Tëst.m4a").read_bytes()
+    (bad / "truncated.m4a").write_bytes(good[: len(good) // 50])
+    return root
+
+
+def test_messy_tree_prepares_the_good_and_rejects_the_bad(messy_tree: Path, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    result = prepare(messy_tree, store_dir, workers=2, progress=False)
+    store = FeatureStore(store_dir)
+    assert len(store) == 10 and result.processed == 15
+    methods = {Path(t.source).stem: t.method for t in store.tracks}
+    assert [methods[f"{i:02d} It's Tëst"] for i in range(10)] == ["vad" if i % 3 == 0 else "lrc" for i in range(10)]
+    assert all(t.voice_seconds > 1.0 for t in store.tracks)
+    with (store_dir / "rejects.csv").open(encoding="utf-8") as f:
+        rejects = {Path(r["file"]).name: r["reason"] for r in csv.DictReader(f)}
+    assert set(rejects) == {"empty.mp3", "noise.mp3", "text.flac", "silent.wav", "truncated.m4a"}
+    assert "silent" in rejects["silent.wav"] and "empty" in rejects["empty.mp3"]
+    assert all(reason for reason in rejects.values())
+
+
+def test_store_reads_back_the_log_mel_of_the_phrases(quick_catalog: Path, tmp_path: Path) -> None:
+    prepare(quick_catalog, tmp_path / "s", workers=1, progress=False)
+    store = FeatureStore(tmp_path / "s")
+    rows = {r["track_id"]: r for r in catalog_rows(quick_catalog)}
+    for index in (0, 17, 59):
+        track = store.tracks[index]
+        row = rows[track.track_id]
+        assert track.split == row["split"] and track.method == "lrc"
+        wave = load_audio(quick_catalog / row["path"])
+        mel = log_mel(wave)
+        keep = np.zeros(len(mel), bool)
+        for p in read_lrc(quick_catalog / row["lrc_path"], duration=len(wave) / 16000).phrases:
+            keep[round(p.start * 100) : round(p.end * 100)] = True
+        expected = mel[keep]
+        assert store.frames(index).shape == expected.shape
+        np.testing.assert_allclose(store.crop(index, 5, 100), expected[5:105], atol=0.02)  # float16 storage
+        assert store.crop(index, 0, 10 * track.frames).shape == (10 * track.frames, 64)  # short tracks tile
+    with pytest.raises(IndexError):
+        store.crop(0, store.tracks[0].frames - 10, 350)
+    summary = store.summary()
+    assert summary["tracks"] == 60 and set(summary["splits"]) == {"train", "val", "test_seen", "test_unseen"}
+
+
+def test_interrupted_run_resumes_to_the_same_store(quick_catalog: Path, tmp_path: Path, monkeypatch) -> None:
+    prepare(quick_catalog, tmp_path / "whole", workers=1, progress=False)
+    calls = {"n": 0}
+    original = prepare_module._process
+
+    def dies_after_25(args):
+        calls["n"] += 1
+        if calls["n"] > 25:
+            raise KeyboardInterrupt
+        return original(args)
+
+    monkeypatch.setattr(prepare_module, "_process", dies_after_25)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(quick_catalog, tmp_path / "resumed", workers=1, progress=False)
+    monkeypatch.setattr(prepare_module, "_process", original)
+    assert not (tmp_path / "resumed" / "index.json").exists()
+    result = prepare(quick_catalog, tmp_path / "resumed", workers=1, progress=False)
+    assert (result.skipped, result.processed) == (25, 35)  # nothing finished is redone
+    again = prepare(quick_catalog, tmp_path / "resumed", workers=1, progress=False)
+    assert again.processed == 0
+    whole, resumed = FeatureStore(tmp_path / "whole"), FeatureStore(tmp_path / "resumed")
+    assert whole.tracks == resumed.tracks
+    for i in range(len(whole)):
+        np.testing.assert_array_equal(whole.frames(i), resumed.frames(i))
+
+
+def test_shards_merge_into_the_whole(quick_catalog: Path, tmp_path: Path) -> None:
+    for k in (1, 2, 3):
+        assert (
+            main(
+                [
+                    "prepare",
+                    str(quick_catalog),
+                    str(tmp_path / f"part{k}"),
+                    "--shard",
+                    f"{k}/3",
+                    "--workers",
+                    "1",
+                ]
+            )
+            == 0
+        )
+    parts = [FeatureStore(tmp_path / f"part{k}") for k in (1, 2, 3)]
+    assert sum(len(p) for p in parts) == 60 and all(len(p) > 5 for p in parts)
+    assert main(["store", "merge", str(tmp_path / "merged")] + [str(tmp_path / f"part{k}") for k in (1, 2, 3)]) == 0
+    merged = FeatureStore(tmp_path / "merged")
+    by_id = {t.track_id: i for i, t in enumerate(merged.tracks)}
+    for part in parts:
+        for i, t in enumerate(part.tracks):
+            np.testing.assert_array_equal(part.frames(i), merged.frames(by_id[t.track_id]))
+    with pytest.raises(Exception, match="twice|two of"):
+        merge_stores(tmp_path / "dup", [tmp_path / "part1", tmp_path / "part1"])
+
+
+def test_repet_store_and_settings_guard(quick_catalog: Path, tmp_path: Path, capsys) -> None:
+    assert main(["prepare", str(quick_catalog), str(tmp_path / "r"), "--separation", "repet", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "60 tracks" in out and "repet" in out
+    index = json.loads((tmp_path / "r" / "index.json").read_text(encoding="utf-8"))
+    assert index["frontend"]["separation"] == "repet"
+    # the same folder with other settings is refused instead of mixing front ends
+    assert main(["prepare", str(quick_catalog), str(tmp_path / "r"), "--workers", "1"]) == 2
+    assert "other front-end settings" in capsys.readouterr().err
+
+
+def test_missing_weights_and_paths_are_clear(quick_catalog: Path, tmp_path: Path, capsys) -> None:
+    assert main(["prepare", str(tmp_path / "nowhere"), str(tmp_path / "s")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["prepare", str(quick_catalog), str(tmp_path / "d"), "--separation", "demucs", "--workers", "1"]) == 2
+    assert "weights" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "d", ignore_errors=True)
