@@ -17,3 +17,13 @@ def quick_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("catalog")
     synthesize(QUICK_CONFIG, root, workers=2, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def quick_store(quick_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick catalog through `singerid prepare` (no separation)."""
+    from singerid.prepare import prepare
+
+    store = tmp_path_factory.mktemp("store")
+    prepare(quick_catalog, store, workers=2, progress=False)
+    return store

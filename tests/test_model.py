@@ -77,14 +77,19 @@ def test_output_depends_on_input(default_model: ThinResNet34) -> None:
     assert not torch.allclose(first[0], first[1], atol=1e-3)  # batch items are embedded separately
 
 
-def test_constant_offset_on_a_mel_bin_is_removed(default_model: ThinResNet34) -> None:
+def test_input_normalisations() -> None:
     inputs = features(seed=4)
     shifted = inputs.clone()
-    shifted[:, :, 10] += 5.0
+    shifted[:, :, 10] += 5.0  # an equaliser boost of one mel bin
+    louder = inputs + 3.0  # a gain: the same offset on every bin
     with torch.no_grad():
-        assert torch.allclose(default_model(inputs), default_model(shifted), atol=1e-4)
-        raw = small_model(input_norm=False)
-        assert not torch.allclose(raw(inputs), raw(shifted), atol=1e-3)
+        per_bin, per_segment, raw = (small_model(input_norm=n) for n in ("bin", "segment", "none"))
+        assert torch.allclose(per_bin(inputs), per_bin(shifted), atol=1e-4)
+        assert not torch.allclose(per_segment(inputs), per_segment(shifted), atol=1e-3)  # spectral shape is kept
+        assert torch.allclose(per_segment(inputs), per_segment(louder), atol=1e-4)
+        assert not torch.allclose(raw(inputs), raw(louder), atol=1e-3)
+    with pytest.raises(ValueError, match="input_norm"):
+        small_model(input_norm="batch")
 
 
 @pytest.mark.parametrize(("frames", "stage4_frames"), [(32, 2), (200, 13), (500, 32)])

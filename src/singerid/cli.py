@@ -182,6 +182,131 @@ def run_store_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a singer-embedding model on a feature store",
+        description="Trains the Thin ResNet34 + SAP on the store's train split with a metric loss and validates on "
+        "its val split. Several GPUs or nodes: torchrun --nproc-per-node G -m singerid train STORE RUN ...",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("store", type=Path, help="feature store made by `singerid prepare`")
+    p.add_argument("run", type=Path, help="run folder: config.yaml, last.pt, best.pt, log.csv, tensorboard/")
+    p.add_argument("--config", type=Path, default=None, help="YAML config (configs/demo.yaml, configs/paper/*.yaml)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys, e.g. --set batch.singers=100 loss.margin=0.2 train.epochs=50",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt exactly")
+    p.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from singerid.config import load_config
+    from singerid.train import train
+
+    config = load_config(args.config, args.overrides)
+    result = train(args.store, args.run, config, resume=args.resume)
+    if result.main_process:
+        best = f"{100 * result.best_eer:.2f} %" if result.best_eer < float("inf") else "not validated"
+        print(
+            f"train: {result.epochs} epochs, best val EER {best}, "
+            f"{result.segments_per_second:.0f} segments/s; checkpoints in {result.run}"
+        )
+    return 0
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="the paper's identification and verification protocols on a store's test tracks",
+        description="Embeds the store's test tracks with the run's checkpoint (and the untrained network and an "
+        "MFCC-statistics baseline), scores seeded, saved trial lists, and writes results.json, Tables II-IV "
+        "(markdown, CSV) and plots to RUN/eval-<store>/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run", type=Path, help="run folder made by `singerid train`")
+    p.add_argument("store", type=Path, help="feature store with test_seen / test_unseen tracks")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint to evaluate")
+    p.add_argument("--hop-frames", type=int, default=0, help="hop between test windows (0: the crop length)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the untrained-network and MFCC baselines")
+    p.add_argument("--queries-per-singer", type=int, default=20, help="identification trials per singer and length")
+    p.add_argument("--trials-per-singer", type=int, default=120, help="one-on-one verification trials per singer")
+    p.add_argument("--seed", type=int, default=0, help="seed of the trial lists")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/eval-<store name>)")
+    p.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from singerid.evaluation import EvaluationOptions, evaluate_run
+    from singerid.protocols import ProtocolConfig
+    from singerid.report import format_tables
+
+    protocol = ProtocolConfig(
+        queries_per_singer=args.queries_per_singer,
+        verification_trials_per_singer=args.trials_per_singer,
+        seed=args.seed,
+    )
+    options = EvaluationOptions(args.checkpoint, args.hop_frames, not args.no_baselines, protocol)
+    report, results = evaluate_run(args.run, args.store, options, args.out)
+    print(format_tables(results))
+    print(f"evaluate: report {report}, results {report.parent / 'results.json'}")
+    return 0
+
+
+def add_experiment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="train and evaluate a grid of configs x separation settings, one combined report",
+        description="Runs every config (a YAML file, or every YAML in a folder) on every separation setting: "
+        "prepares the stores from --catalog (or uses --store), trains each cell, evaluates it beside the baselines "
+        "and writes OUT/report.md. A rerun skips finished cells and resumes a half-trained one.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("grid", type=Path, nargs="+", help="config files or folders of them (e.g. configs/paper)")
+    p.add_argument("--out", type=Path, required=True, help="experiment folder")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--catalog", type=Path, help="catalog to prepare one store per separation setting from")
+    source.add_argument("--store", type=Path, nargs="+", help="existing feature stores (one per separation)")
+    p.add_argument("--separation", default="none", help="comma-separated separation settings, e.g. none,repet")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides applied to every config, e.g. --set train.epochs=50 batch.singers=100",
+    )
+    p.add_argument("--no-baselines", action="store_true", help="skip the untrained-network and MFCC baselines")
+    p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes for prepare")
+    p.set_defaults(handler=run_experiment_command)
+
+
+def run_experiment_command(args: argparse.Namespace) -> int:
+    from singerid.evaluation import EvaluationOptions
+    from singerid.experiment import prepare_stores, run_experiment
+    from singerid.report import format_tables, load_results
+    from singerid.store import read_header
+
+    configs = sorted(p for g in args.grid for p in ([g] if g.is_file() else g.glob("*.yaml")))
+    if not configs:
+        raise FileNotFoundError(f"no YAML configs in {', '.join(map(str, args.grid))}")
+    if args.catalog:
+        stores = prepare_stores(args.catalog, args.out, args.separation.split(","), args.workers)
+    else:
+        stores = {read_header(s).frontend.get("separation", "none"): s for s in args.store}
+    report = run_experiment(
+        configs, args.out, stores, overrides=args.overrides, options=EvaluationOptions(baselines=not args.no_baselines)
+    )
+    print(format_tables(load_results(report.parent / "results.json")))
+    print(f"experiment: {len(configs)} configs x {len(stores)} stores; report {report}")
+    return 0
+
+
 def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -211,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_synth, add_prepare, add_store, add_demo]
+COMMANDS = [add_synth, add_prepare, add_store, add_train, add_evaluate, add_experiment, add_demo]
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -15,6 +15,7 @@ from singerid.registry import Registry
 MODELS: Registry[nn.Module] = Registry("model")
 
 # (frequency, time) stride of the first block of each stage, from Table I.
+INPUT_NORMS = ("segment", "bin", "none")  # per-segment input normalisations, see ThinResNet34
 STAGE_STRIDES: tuple[tuple[int, int], ...] = ((1, 2), (2, 2), (2, 2), (1, 2))
 
 
@@ -84,9 +85,11 @@ class ThinResNet34(nn.Module):
     16x175, 8x88, 4x44 and 4x22 (frequency x time). Any number of frames works; the output is not
     normalised.
 
-    With `input_norm`, each segment is normalised per mel bin by subtracting that bin's mean over the
-    segment's frames (instance normalisation over time, mean only, no affine), so a constant offset on
-    a mel bin (e.g. a fixed channel gain) does not change the embedding.
+    `input_norm` normalises each segment on its own: "bin" subtracts each mel bin's mean over the segment's
+    frames (instance normalisation over time, as voxceleb_trainer; a fixed equaliser curve does not change the
+    embedding, but neither does the long-term spectral envelope); "segment" subtracts the segment's mean over all
+    bins and frames and divides by its standard deviation (a gain does not change the embedding; the spectral
+    envelope, a strong singer cue, is kept); "none" leaves the log-mel as it is.
     """
 
     def __init__(
@@ -95,7 +98,7 @@ class ThinResNet34(nn.Module):
         n_mels: int = 64,
         channels: Sequence[int] = (16, 32, 64, 128),
         blocks: Sequence[int] = (3, 4, 6, 3),
-        input_norm: bool = True,
+        input_norm: str = "segment",
     ) -> None:
         super().__init__()
         if len(channels) != len(STAGE_STRIDES) or len(blocks) != len(STAGE_STRIDES):
@@ -103,6 +106,8 @@ class ThinResNet34(nn.Module):
                 f"channels and blocks need {len(STAGE_STRIDES)} entries (one per stage), "
                 f"got channels={tuple(channels)} and blocks={tuple(blocks)}"
             )
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got '{input_norm}'")
         if min(blocks) < 1:
             raise ValueError(f"every stage needs at least one block, got blocks={tuple(blocks)}")
         self.embedding_dim = embedding_dim
@@ -130,8 +135,11 @@ class ThinResNet34(nn.Module):
         frequency_mean (B, C, time), pooled (B, C) and embedding (B, embedding_dim)."""
         if features.ndim != 3 or features.shape[-1] != self.n_mels:
             raise ValueError(f"expected features of shape (batch, frames, {self.n_mels}), got {tuple(features.shape)}")
-        if self.input_norm:
+        if self.input_norm == "bin":
             features = features - features.mean(dim=1, keepdim=True)
+        elif self.input_norm == "segment":
+            mean = features.mean(dim=(1, 2), keepdim=True)
+            features = (features - mean) / (features.std(dim=(1, 2), keepdim=True) + 1e-5)
         hidden = features.transpose(1, 2).unsqueeze(1)  # (B, 1, n_mels, frames)
         outputs: dict[str, Tensor] = {}
         hidden = outputs["conv1"] = self.relu(self.bn1(self.conv1(hidden)))

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from singerid.audio import AudioError, load_audio
+from singerid.audio import AudioError
 from singerid.catalog import Track, read_catalog
-from singerid.features import FeatureConfig, log_mel
-from singerid.lyrics import LyricsError, read_lrc, total_seconds, vocal_regions
-from singerid.separation import Separator, build_separator
+from singerid.features import FeatureConfig
+from singerid.frontend import FrontendConfig, TrackFrontend
 from singerid.store import (
     SHARD_FRAMES,
     Reject,
@@ -39,22 +38,6 @@ from singerid.store import (
 )
 
 
-@dataclass(frozen=True)
-class FrontendConfig:
-    """How the frames were made, besides the log-mel settings; stored in the index."""
-
-    separation: str = "none"  # none | repet | demucs
-    separator_weights: str | None = None  # local weights file for neural separators
-    regions: str = "auto"  # auto: LRC phrases where a track has usable lyrics, else the detector; vad: always
-    max_phrase_seconds: float = 10.0  # an LRC phrase without an end mark lasts at most this long
-    min_voice_seconds: float = 1.0  # tracks with less voice than this are rejected
-    max_track_seconds: float = 3600.0  # longer files are cut here (guards against huge or endless streams)
-
-    def __post_init__(self) -> None:
-        if self.regions not in ("auto", "vad"):
-            raise ValueError(f"regions must be 'auto' or 'vad', got '{self.regions}'")
-
-
 def part_key(track_id: str) -> str:
     return hashlib.sha1(track_id.encode("utf-8")).hexdigest()[:20]
 
@@ -63,47 +46,6 @@ def in_shard(track_id: str, shard: tuple[int, int]) -> bool:
     """Whether a track belongs to machine K of N (stable across machines and runs)."""
     k, n = shard
     return int(part_key(track_id), 16) % n == k - 1
-
-
-class TrackFrontend:
-    """The front end of one worker process: decoder, separator, regions, log-mel."""
-
-    def __init__(self, frontend: FrontendConfig, features: FeatureConfig) -> None:
-        self.frontend = frontend
-        self.features = features
-        self.separator: Separator = build_separator(frontend.separation, frontend.separator_weights)
-
-    def frames(self, track: Track) -> tuple[np.ndarray, str, float]:
-        """Log-mel frames of the track's vocal regions, the method that found them, seconds of voice."""
-        sr = self.features.sample_rate
-        wave = load_audio(track.audio_path, sr, max_seconds=self.frontend.max_track_seconds)
-        if np.max(np.abs(wave)) < 1e-4:
-            raise AudioError(track.audio_path, "silent audio (peak below -80 dBFS)")
-        vocals = self.separator.separate(wave, sr)
-        lyrics = None
-        if self.frontend.regions == "auto" and track.lrc_path is not None:
-            try:
-                lyrics = read_lrc(
-                    track.lrc_path,
-                    max_phrase_seconds=self.frontend.max_phrase_seconds,
-                    duration=len(wave) / sr,
-                )
-            except LyricsError:
-                lyrics = None  # unreadable lyrics: the detector finds the regions instead
-        method = "lrc" if lyrics is not None and lyrics.phrases else "vad"
-        regions = vocal_regions(vocals, sr, lyrics if method == "lrc" else None)
-        seconds = total_seconds(regions)
-        if seconds < self.frontend.min_voice_seconds:
-            raise AudioError(
-                track.audio_path,
-                f"only {seconds:.2f} s of voice found by {method} (minimum {self.frontend.min_voice_seconds} s)",
-            )
-        mel = log_mel(vocals, self.features)
-        fps = sr / self.features.hop_length
-        keep = np.zeros(len(mel), bool)
-        for start, end in regions:
-            keep[int(round(start * fps)) : int(round(end * fps))] = True
-        return mel[keep].astype(np.float16), method, seconds
 
 
 _WORKER: TrackFrontend | None = None
@@ -125,7 +67,7 @@ def _process(args: tuple[Track, Path]) -> bool:
     folder = parts / key[:2]
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        frames, method, seconds = _WORKER.frames(track)
+        frames, method, seconds = _WORKER.file_frames(track.audio_path, track.lrc_path)
     except (AudioError, ValueError, RuntimeError, OSError, MemoryError) as error:
         reason = error.reason if isinstance(error, AudioError) else f"{type(error).__name__}: {error}"
         record = {"reject": asdict(Reject(str(track.audio_path), track.track_id, reason))}

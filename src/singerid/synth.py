@@ -497,8 +497,8 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x)) + 1e-12))
 
 
-def render_track(config: SynthConfig, plan: TrackPlan) -> tuple[np.ndarray, np.ndarray, Song]:
-    """Mix (2, n) and wet vocal stem (2, n) at config.sample_rate, and the song."""
+def render_track(config: SynthConfig, plan: TrackPlan) -> tuple[np.ndarray, np.ndarray | None, Song]:
+    """Mix (2, n) and, with config.stems, the wet vocal stem (2, n) at config.sample_rate; and the song."""
     voice = singer_voice(config, plan.singer_index)
     rng = track_rng(config.seed, plan.singer_index, plan.track_index)
     style = rng.standard_normal(4)  # small within-singer variation from song to song
@@ -518,8 +518,8 @@ def render_track(config: SynthConfig, plan: TrackPlan) -> tuple[np.ndarray, np.n
     scale = 10 ** (-1 / 20) / max(np.abs(mix).max(), 1e-9)
     mix, vocals = mix * scale, vocals * scale
     out_mix = soxr.resample(mix.T, SYNTH_RATE, config.sample_rate, quality="HQ").T
-    out_vocals = soxr.resample(vocals.T, SYNTH_RATE, config.sample_rate, quality="HQ").T
-    return np.clip(out_mix, -1, 1).astype(np.float32), out_vocals.astype(np.float32), song
+    out_vocals = soxr.resample(vocals.T, SYNTH_RATE, config.sample_rate, quality="HQ").T if config.stems else None
+    return np.clip(out_mix, -1, 1).astype(np.float32), out_vocals, song
 
 
 class SingerVoiceVariation:
@@ -608,7 +608,7 @@ def write_track(config: SynthConfig, plan: TrackPlan, root: Path) -> str:
     if config.stems:
         stem = root / "stems" / f"{plan.track_id}.flac"
         stem.parent.mkdir(parents=True, exist_ok=True)
-        write_audio(stem, vocals, config.sample_rate)
+        write_audio(stem, vocals.astype(np.float32), config.sample_rate)
     write_audio(audio_path, mix, config.sample_rate)  # last: its presence marks the track done
     return plan.track_id
 

@@ -1,0 +1,223 @@
+"""Training configs: plain YAML outside, frozen dataclasses inside; unknown keys are errors.
+
+A config file has the sections below; every key has a default, so a file names only what it changes:
+
+    model: {name: thin_resnet34, embedding_dim: 512}
+    loss: {name: angleproto, init_scale: 10.0, init_bias: -5.0}   # the other keys are the loss's own Options
+    batch: {singers: 400, segments: 3, crop_frames: 350}
+    optim: {lr: 0.001, decay: 0.95, decay_every: 10}
+    train: {epochs: 500, validate_every: 10}
+
+Overrides on the command line use dotted keys with YAML values: `--set batch.singers=100 loss.margin=0.2`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from singerid.losses import LOSSES
+from singerid.model import MODELS
+from singerid.registry import RegistryError
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "thin_resnet34"  # a name in singerid.model.MODELS
+    embedding_dim: int = 512  # size of the embedding (the paper: 512)
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # channels of the four residual stages (Table I)
+    blocks: tuple[int, ...] = (3, 4, 6, 3)  # basic blocks per stage (ResNet34 layout)
+    input_norm: str = "segment"  # per-segment input normalisation: segment (keeps the spectral envelope) | bin | none
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "angleproto"  # a name in singerid.losses.LOSSES
+    options: dict[str, Any] = field(default_factory=dict)  # the loss's own Options (e.g. margin for triplet)
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    singers: int = 400  # N singers per global batch (across all processes)
+    segments: int = 3  # M segments per singer, each from another track where possible
+    crop_frames: int = 350  # 3.5 s at a 10 ms hop
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 0.001  # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay
+    decay: float = 0.95  # learning rate factor ...
+    decay_every: int = 10  # ... applied every this many epochs
+
+
+@dataclass(frozen=True)
+class TrainLoopConfig:
+    epochs: int = 500  # an epoch shows every training singer `passes` times
+    passes: int = 1  # times each training singer appears per epoch
+    validate_every: int = 10  # epochs between validations (EER and top-1 on the val split); 0: never
+    val_segments: int = 4  # segments per val track, evenly spaced
+    seed: int = 0  # seeds model initialisation, batches and crops
+    workers: int = 2  # data-loading processes per training process (0: load in the main process)
+    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
+    channels_last: bool = False  # channels_last memory format (faster convolutions on some GPUs)
+    compile: bool = False  # torch.compile the model
+    sync_batchnorm: bool = False  # synchronise BatchNorm statistics across GPUs (needs CUDA)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (what config.yaml and checkpoints hold)."""
+        data = asdict(self)
+        data["loss"] = {"name": self.loss.name, **self.loss.options}
+        data["model"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["model"].items()}
+        return data
+
+
+def loss_options(name: str, options: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The loss's Options with the given keys checked and defaults filled in."""
+    try:
+        options_class = LOSSES.get(name).Options
+    except RegistryError as error:
+        raise ConfigError(f"{source}: loss.name: {error}") from None
+    known = {f.name: f for f in fields(options_class)}
+    for key in options:
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key 'loss.{key}' for loss '{name}'{suggest(key, known)}")
+    try:
+        return asdict(options_class(**options))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: loss: {error}") from None
+
+
+def suggest(key: str, known: Sequence[str] | Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known) or 'none'}"
+
+
+def build_section(cls: type, values: Mapping[str, Any], path: str, source: str) -> Any:
+    """A dataclass from a mapping, rejecting unknown keys and checking value types."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{source}: '{path}' must be a mapping, got {values!r}")
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key '{path}.{key}'{suggest(key, known)}")
+        default = known[key].default
+        if default is MISSING and known[key].default_factory is not MISSING:  # type: ignore[misc]
+            default = known[key].default_factory()  # type: ignore[misc]
+        kwargs[key] = coerce(value, default, f"{path}.{key}", source)
+    return cls(**kwargs)
+
+
+def coerce(value: Any, default: Any, key: str, source: str) -> Any:
+    """Checks a value against the type of its default (ints are accepted where floats are expected)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, tuple):
+        ok = isinstance(value, list | tuple) and all(isinstance(v, int) for v in value)
+        value = tuple(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{source}: '{key}' must be like {default!r}, got {value!r}")
+    return value
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TrainConfig:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: a config is a mapping of sections")
+    sections = {f.name: f for f in fields(TrainConfig)}
+    kwargs: dict[str, Any] = {}
+    for name, values in data.items():
+        if name not in sections:
+            raise ConfigError(f"{source}: unknown section '{name}'{suggest(name, sections)}")
+        if name == "loss":
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"{source}: 'loss' must be a mapping")
+            options = dict(values)
+            loss_name = options.pop("name", LossConfig.name)
+            kwargs["loss"] = LossConfig(loss_name, loss_options(loss_name, options, source))
+        else:
+            kwargs[name] = build_section(sections[name].default_factory, values, name, source)  # type: ignore[misc]
+    config = TrainConfig(**kwargs)
+    if "loss" not in kwargs:
+        config = TrainConfig(
+            **{**kwargs, "loss": LossConfig(LossConfig.name, loss_options(LossConfig.name, {}, source))}
+        )
+    check(config, source)
+    return config
+
+
+def check(config: TrainConfig, source: str) -> None:
+    try:
+        MODELS.get(config.model.name)
+    except RegistryError as error:
+        raise ConfigError(f"{source}: model.name: {error}") from None
+    min_segments = LOSSES.get(config.loss.name).min_segments
+    if config.batch.segments < min_segments:
+        raise ConfigError(f"{source}: loss '{config.loss.name}' needs batch.segments >= {min_segments}")
+    if config.batch.singers < 2 or config.batch.crop_frames < 32:
+        raise ConfigError(f"{source}: need batch.singers >= 2 and batch.crop_frames >= 32")
+    if config.train.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"{source}: train.precision must be auto, fp32 or bf16")
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str) -> dict[str, Any]:
+    """Applies `section.key=value` overrides (values parsed as YAML) to a raw config mapping."""
+    data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override '{override}': use section.key=value, e.g. batch.singers=100")
+        section, name = parts
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"{source}: '{section}' must be a mapping")
+        data[section][name] = yaml.safe_load(text)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Reads a YAML config (or the defaults when path is None) and applies overrides."""
+    source = str(path) if path else "defaults"
+    data: Any = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config is a mapping of sections")
+    return config_from_dict(apply_overrides(data, overrides, source), source)
+
+
+def dump_config(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

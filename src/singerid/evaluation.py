@@ -1,0 +1,179 @@
+"""`singerid evaluate`: the paper's protocols (section III-B..D) for a trained run and the baselines.
+
+Each test track of the store is cut into windows of the training crop length (hop configurable) over its vocal
+frames; the window embeddings are cached per system, so a rerun only scores. Trial lists are made once per store
+and evaluation folder (seeded) and saved, so every system is scored on the same trials.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from scipy.fft import dct
+from tqdm import tqdm
+
+from singerid.config import TrainConfig, config_from_dict
+from singerid.encoder import SingerEncoder, windows
+from singerid.features import FeatureConfig
+from singerid.frontend import FrontendConfig
+from singerid.protocols import ProtocolConfig, TrackEmbeddings, evaluate, load_trials, make_trials, save_trials
+from singerid.report import write_report
+from singerid.store import FeatureStore
+from singerid.train import build_model, load_checkpoint
+
+TEST_SPLITS = ("test_seen", "test_unseen")
+
+
+class Embedder(Protocol):
+    crop_frames: int
+
+    def embed_frames(self, frames: np.ndarray, hop_frames: int | None = None) -> np.ndarray: ...
+
+
+class MfccStatistics:
+    """The classic baseline: mean and standard deviation of 20 MFCCs (DCT of the log-mel) over each window,
+    standardised with statistics of the store's train split, L2-normalised."""
+
+    def __init__(self, store: FeatureStore, crop_frames: int, coefficients: int = 20, seed: int = 0) -> None:
+        self.crop_frames = crop_frames
+        self.coefficients = coefficients
+        rng = np.random.default_rng(seed)
+        train = [i for i, t in enumerate(store.tracks) if t.split == "train"]
+        sample = rng.choice(train, min(len(train), 500), replace=False) if train else []
+        stats = [self._raw(store.random_crop(int(i), crop_frames, rng)[None]) for i in sample]
+        stacked = np.concatenate(stats) if stats else np.zeros((1, 2 * coefficients))
+        self.mean, self.std = stacked.mean(0), stacked.std(0) + 1e-6
+
+    def _raw(self, batch: np.ndarray) -> np.ndarray:
+        mfcc = dct(batch, type=2, norm="ortho", axis=-1)[..., : self.coefficients]
+        return np.concatenate([mfcc.mean(1), mfcc.std(1)], axis=1)
+
+    def embed_frames(self, frames: np.ndarray, hop_frames: int | None = None) -> np.ndarray:
+        stats = self._raw(windows(np.asarray(frames), self.crop_frames, hop_frames or self.crop_frames)) - self.mean
+        stats /= self.std
+        return (stats / np.linalg.norm(stats, axis=1, keepdims=True)).astype(np.float32)
+
+
+def untrained_encoder(
+    config: TrainConfig, features: FeatureConfig, frontend: FrontendConfig, seed: int = 0
+) -> SingerEncoder:
+    """The same network as a run, randomly initialised: the floor that training must rise above."""
+    torch.manual_seed(seed)
+    return SingerEncoder(build_model(config, features.n_mels), features, frontend, config.batch.crop_frames)
+
+
+def test_embeddings(
+    embedder: Embedder,
+    store: FeatureStore,
+    hop_frames: int,
+    cache: Path | None = None,
+    progress: bool = True,
+    name: str = "",
+) -> list[TrackEmbeddings]:
+    """Window embeddings of every test track; read from / written to `cache` (npz) when given."""
+    tracks = [(i, t) for i, t in enumerate(store.tracks) if t.split in TEST_SPLITS]
+    if cache is not None and cache.exists():
+        data = np.load(cache)
+        if set(data.files) == {t.track_id for _, t in tracks}:
+            return [TrackEmbeddings(t.singer_id, t.track_id, t.split, data[t.track_id]) for _, t in tracks]
+    result = []
+    for i, t in tqdm(tracks, desc=f"embed {name}".strip(), unit="track", disable=not progress, leave=False):
+        result.append(
+            TrackEmbeddings(t.singer_id, t.track_id, t.split, embedder.embed_frames(store.frames(i), hop_frames))
+        )
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache.with_name(f".{cache.stem}.tmp.npz")
+        np.savez(temporary, **{e.track_id: e.segments for e in result})
+        os.replace(temporary, cache)
+    return result
+
+
+def system_info(name: str, config: TrainConfig, separation: str, kind: str) -> dict[str, str]:
+    """How a system is named in the tables: loss and the setting the paper varies (alpha or M)."""
+    loss = config.loss.name
+    setting = f"alpha={config.loss.options['margin']}" if loss == "triplet" else f"M={config.batch.segments}"
+    return {"name": name, "loss": loss, "setting": setting, "separation": separation, "kind": kind}
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    checkpoint: str = "best"  # best | last
+    hop_frames: int = 0  # hop between test windows; 0: the crop length (no overlap)
+    baselines: bool = True  # also score the untrained network and the MFCC-statistics baseline
+    protocol: ProtocolConfig = ProtocolConfig()
+
+
+def evaluate_systems(
+    systems: Sequence[tuple[dict[str, str], Embedder]],
+    store: FeatureStore,
+    out: Path,
+    options: EvaluationOptions,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], dict[str, Any]]:
+    """Scores each (info, embedder) on the store's test tracks with shared, saved trials; returns the results,
+    the verification scores per condition and system (for DET curves), and track-embedding maps per system."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    det_scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    maps: dict[str, tuple[np.ndarray, list[str]]] = {}
+    trials = None
+    trials_path = out / "trials.json"
+    for info, embedder in systems:
+        hop = options.hop_frames or embedder.crop_frames
+        tracks = test_embeddings(embedder, store, hop, out / f"embeddings-{info['name']}.npz", progress, info["name"])
+        if trials is None:
+            trials = load_trials(trials_path) if trials_path.exists() else make_trials(tracks, options.protocol)
+            if not trials_path.exists():
+                save_trials(trials, trials_path)
+        evaluation = evaluate(tracks, trials)
+        results.append({"system": info, **evaluation.to_dict()})
+        det_scores[info["name"]] = evaluation.scores()
+        maps[info["name"]] = (np.stack([t.segments.mean(0) for t in tracks]), [t.singer_id for t in tracks])
+    return results, det_scores, maps
+
+
+def evaluate_run(
+    run: Path,
+    store_path: Path,
+    options: EvaluationOptions = EvaluationOptions(),
+    out: Path | None = None,
+    progress: bool = True,
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Evaluates a run (and the baselines) on a store; writes results.json, tables and plots; returns the report's
+    path and the results."""
+    store = FeatureStore(store_path)
+    payload = load_checkpoint(run / f"{options.checkpoint}.pt")
+    config = config_from_dict(payload["config"], str(run))
+    encoder = SingerEncoder.from_payload(payload, source=str(run))
+    separation = store.header.frontend.get("separation", "none")
+    out = out or run / f"eval-{store_path.name}"
+    systems: list[tuple[dict[str, str], Embedder]] = [(system_info(run.name, config, separation, "trained"), encoder)]
+    if options.baselines:
+        systems.append(
+            (
+                system_info("untrained", config, separation, "untrained"),
+                untrained_encoder(config, store.features, encoder.frontend_config),
+            )
+        )
+        systems.append(
+            (
+                {"name": "mfcc-stats", "loss": "-", "setting": "-", "separation": separation, "kind": "mfcc"},
+                MfccStatistics(store, config.batch.crop_frames),
+            )
+        )
+    results, det_scores, maps = evaluate_systems(systems, store, out, options, progress)
+    report = write_report(
+        results,
+        out,
+        det_scores=det_scores,
+        maps={run.name: maps[run.name]},
+        title=f"singerid evaluation of {run.name} on {store_path}",
+    )
+    return report, results

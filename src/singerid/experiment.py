@@ -1,0 +1,134 @@
+"""`singerid experiment`: a grid of training configs x separation settings, trained, evaluated, one report.
+
+    OUT/stores/<separation>/            feature stores (when a catalog is given), prepared once, resumable
+    OUT/runs/<config>-<separation>-<hash>/   one run per cell, named by a hash of its resolved config and store
+    OUT/eval/<separation>/              trials and embedding caches per store
+    OUT/report.md, results.json, table*.csv, *.png   the combined report
+
+A rerun skips finished cells, resumes a half-trained one from its last.pt, and reuses cached embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from singerid.config import TrainConfig, load_config
+from singerid.encoder import SingerEncoder
+from singerid.evaluation import (
+    Embedder,
+    EvaluationOptions,
+    MfccStatistics,
+    evaluate_systems,
+    system_info,
+    untrained_encoder,
+)
+from singerid.frontend import FrontendConfig
+from singerid.prepare import prepare
+from singerid.report import write_report
+from singerid.store import FeatureStore
+from singerid.train import load_checkpoint, train
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str  # the config file's stem
+    separation: str
+    config: TrainConfig
+    store: Path
+    run: Path
+
+
+def cell_run(out: Path, name: str, separation: str, config: TrainConfig, store: Path) -> Path:
+    """The run folder of a cell: named by a hash of its resolved config and store, so edits start a new run."""
+    signature = json.dumps({"config": config.to_dict(), "store": str(store.resolve())}, sort_keys=True)
+    digest = hashlib.sha1(signature.encode("utf-8")).hexdigest()[:8]
+    return out / "runs" / f"{name}-{separation}-{digest}"
+
+
+def train_cell(cell: Cell, progress: bool, log: Callable[[str], None]) -> None:
+    """Trains a cell unless it is finished; resumes a half-trained one."""
+    last = cell.run / "last.pt"
+    if last.exists() and load_checkpoint(last)["epoch"] >= cell.config.train.epochs:
+        log(f"experiment: {cell.name} / {cell.separation}: trained already ({cell.run})")
+        return
+    log(f"experiment: training {cell.name} / {cell.separation} -> {cell.run}")
+    train(cell.store, cell.run, cell.config, resume=last.exists(), progress=progress)
+
+
+def run_experiment(
+    configs: Sequence[Path],
+    out: Path,
+    stores: dict[str, Path],
+    *,
+    overrides: Sequence[str] = (),
+    options: EvaluationOptions = EvaluationOptions(),
+    progress: bool = True,
+    title: str = "singerid experiment",
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Trains and evaluates every config on every store (separation -> store); returns the combined report."""
+    cells = []
+    for path in configs:
+        config = load_config(path, overrides)
+        for separation, store in stores.items():
+            cells.append(
+                Cell(path.stem, separation, config, store, cell_run(out, path.stem, separation, config, store))
+            )
+    for cell in cells:
+        train_cell(cell, progress, log)
+    results, det_scores, maps = [], {}, {}
+    for separation, store_path in stores.items():
+        store = FeatureStore(store_path)
+        here = [c for c in cells if c.separation == separation]
+        systems: list[tuple[dict[str, str], Embedder]] = []
+        for cell in here:
+            payload = load_checkpoint(cell.run / f"{options.checkpoint}.pt")
+            systems.append(
+                (system_info(cell.name, cell.config, separation, "trained"), SingerEncoder.from_payload(payload))
+            )
+        if options.baselines and here:
+            frontend = FrontendConfig(**store.header.frontend)
+            systems.append(
+                (
+                    system_info("untrained", here[0].config, separation, "untrained"),
+                    untrained_encoder(here[0].config, store.features, frontend),
+                )
+            )
+            systems.append(
+                (
+                    {"name": "mfcc-stats", "loss": "-", "setting": "-", "separation": separation, "kind": "mfcc"},
+                    MfccStatistics(store, here[0].config.batch.crop_frames),
+                )
+            )
+        log(f"experiment: evaluating {len(systems)} systems on the {separation} store")
+        found, scores, embeddings = evaluate_systems(systems, store, out / "eval" / separation, options, progress)
+        results += found
+        det_scores.update({f"{name} ({separation})": per_condition for name, per_condition in scores.items()})
+        if here:
+            maps[f"{here[-1].name} ({separation})"] = embeddings[here[-1].name]
+    return write_report(results, out, det_scores=det_scores, maps=maps, title=title)
+
+
+def prepare_stores(
+    catalog: Path,
+    out: Path,
+    separations: Sequence[str],
+    workers: int,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Path]:
+    """One feature store per separation setting under OUT/stores/ (resumable)."""
+    stores = {}
+    for separation in separations:
+        store = out / "stores" / separation
+        result = prepare(catalog, store, FrontendConfig(separation=separation), workers=workers, progress=progress)
+        log(
+            f"experiment: store {store}: {len(result.header.tracks)} tracks, {len(result.header.rejects)} rejected, "
+            f"{result.processed} prepared now in {result.seconds:.0f} s"
+        )
+        stores[separation] = store
+    return stores

@@ -1,0 +1,74 @@
+"""The front end of one track (section III-A of the paper): decode to 16 kHz mono, optional vocal separation,
+vocal regions from LRC phrases (else the vocal-activity detector on the separated signal), log-mel of the whole
+track, and the frames inside the regions. `prepare` runs it over a catalog; `SingerEncoder` on single files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from singerid.audio import AudioError, load_audio
+from singerid.features import FeatureConfig, log_mel
+from singerid.lyrics import LyricsError, read_lrc, total_seconds, vocal_regions
+from singerid.separation import Separator, build_separator
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """How the frames were made, besides the log-mel settings; stored in the index."""
+
+    separation: str = "none"  # none | repet | demucs
+    separator_weights: str | None = None  # local weights file for neural separators
+    regions: str = "auto"  # auto: LRC phrases where a track has usable lyrics, else the detector; vad: always
+    max_phrase_seconds: float = 10.0  # an LRC phrase without an end mark lasts at most this long
+    min_voice_seconds: float = 1.0  # tracks with less voice than this are rejected
+    max_track_seconds: float = 3600.0  # longer files are cut here (guards against huge or endless streams)
+
+    def __post_init__(self) -> None:
+        if self.regions not in ("auto", "vad"):
+            raise ValueError(f"regions must be 'auto' or 'vad', got '{self.regions}'")
+
+
+class TrackFrontend:
+    """The front end of one worker process: decoder, separator, regions, log-mel."""
+
+    def __init__(self, frontend: FrontendConfig, features: FeatureConfig) -> None:
+        self.frontend = frontend
+        self.features = features
+        self.separator: Separator = build_separator(frontend.separation, frontend.separator_weights)
+
+    def file_frames(self, audio: Path, lrc: Path | None) -> tuple[np.ndarray, str, float]:
+        """Log-mel frames of a file's vocal regions, the method that found them, and the seconds of voice."""
+        wave = load_audio(audio, self.features.sample_rate, max_seconds=self.frontend.max_track_seconds)
+        try:
+            return self.wave_frames(wave, lrc)
+        except ValueError as error:
+            raise AudioError(audio, str(error)) from None
+
+    def wave_frames(self, wave: np.ndarray, lrc: Path | None = None) -> tuple[np.ndarray, str, float]:
+        """The same for a 16 kHz mono signal; ValueError when it is silent or has too little voice."""
+        sr = self.features.sample_rate
+        if wave.size == 0 or np.max(np.abs(wave)) < 1e-4:
+            raise ValueError("silent audio (peak below -80 dBFS)")
+        vocals = self.separator.separate(wave, sr)
+        lyrics = None
+        if self.frontend.regions == "auto" and lrc is not None:
+            try:
+                lyrics = read_lrc(lrc, max_phrase_seconds=self.frontend.max_phrase_seconds, duration=len(wave) / sr)
+            except LyricsError:
+                lyrics = None  # unreadable lyrics: the detector finds the regions instead
+        method = "lrc" if lyrics is not None and lyrics.phrases else "vad"
+        regions = vocal_regions(vocals, sr, lyrics if method == "lrc" else None)
+        seconds = total_seconds(regions)
+        if seconds < self.frontend.min_voice_seconds:
+            raise ValueError(
+                f"only {seconds:.2f} s of voice found by {method} (minimum {self.frontend.min_voice_seconds} s)"
+            )
+        mel = log_mel(vocals, self.features)
+        fps = sr / self.features.hop_length
+        keep = np.zeros(len(mel), bool)
+        for start, end in regions:
+            keep[int(round(start * fps)) : int(round(end * fps))] = True
+        return mel[keep].astype(np.float16), method, seconds

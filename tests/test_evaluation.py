@@ -1,0 +1,105 @@
+"""Inference and evaluation end to end: synth -> prepare -> train a few steps -> evaluate / experiment -> report."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from singerid.audio import AudioError, load_audio
+from singerid.cli import main
+from singerid.config import load_config
+from singerid.encoder import SingerEncoder, window_starts
+from singerid.store import FeatureStore
+from singerid.train import train
+
+TINY = [
+    "model.channels=[4,8,16,32]",
+    "model.blocks=[1,1,1,1]",
+    "model.embedding_dim=32",
+    "train.workers=0",
+    "batch.singers=4",
+    "train.epochs=2",
+    "train.validate_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(quick_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "tiny apnl"
+    train(quick_store, run, load_config(None, TINY), progress=False)
+    return run
+
+
+def test_window_starts_cover_the_track() -> None:
+    assert window_starts(100, 350, 350) == [0]
+    assert window_starts(1000, 350, 350) == [0, 350, 650]
+    assert window_starts(700, 350, 175) == [0, 175, 350]
+
+
+def test_encoder_embeds_files_like_the_store(tiny_run: Path, quick_store: Path, quick_catalog: Path) -> None:
+    encoder = SingerEncoder.load(tiny_run / "best.pt")
+    store = FeatureStore(quick_store)
+    track = store.tracks[0]
+    from_file = encoder.embed_file(track.source)  # lyrics found beside the file
+    assert from_file.shape == (32,) and abs(np.linalg.norm(from_file) - 1) < 1e-5
+    segments = encoder.embed_frames(store.frames(0))
+    from_store = segments.mean(0) / np.linalg.norm(segments.mean(0))
+    assert float(from_file @ from_store) > 0.99  # same front end; the store keeps float16
+    wave = load_audio(track.source, 44100)
+    from_wave = encoder.embed_wave(wave, 44100, lrc=Path(track.source).with_suffix(".lrc"))
+    assert float(from_wave @ from_file) > 0.99
+    with pytest.raises(AudioError, match="nowhere.mp3"):
+        encoder.embed_file(quick_catalog / "nowhere.mp3")
+
+
+def test_evaluate_writes_the_papers_tables(tiny_run: Path, quick_store: Path, capsys) -> None:
+    assert main(["evaluate", str(tiny_run), str(quick_store), "--queries-per-singer", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "Table II" in printed and "Table III" in printed and "Table IV" in printed
+    out = tiny_run / f"eval-{quick_store.name}"
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))["systems"]
+    assert [r["system"]["kind"] for r in results] == ["trained", "untrained", "mfcc"]
+    for result in results:
+        assert result["singers"] == {"seen": 2, "unseen": 2, "skipped": 0}
+        for group in ("seen", "unseen"):
+            for n in ("1", "3", "5"):
+                assert (
+                    0 <= result["identification"][group][n]["top1"] <= result["identification"][group][n]["top5"] <= 1
+                )
+            assert 0 <= result["verification"]["one_on_one"][group]["eer"] <= 1
+    trials = json.loads((out / "trials.json").read_text(encoding="utf-8"))
+    assert trials  # saved, so a rerun scores the same trials
+    for name in ("report.md", "table2.csv", "table3.csv", "table4.csv", "top1_vs_segments.png"):
+        assert (out / name).stat().st_size > 100, name
+    assert list(out.glob("det_*.png")) and list(out.glob("map_*.png"))
+    with (out / "table2.csv").open(encoding="utf-8") as f:
+        assert len(list(csv.reader(f))) >= 4
+    # a rerun reuses the cached embeddings and the saved trials: identical results
+    assert main(["evaluate", str(tiny_run), str(quick_store), "--queries-per-singer", "5"]) == 0
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["systems"] == results
+
+
+def test_experiment_grid_resumes(quick_store: Path, tmp_path: Path, capsys) -> None:
+    config = tmp_path / "grid" / "tiny-triplet.yaml"
+    config.parent.mkdir()
+    config.write_text("loss: {name: triplet, margin: 0.2}\n", encoding="utf-8")
+    command = [
+        "experiment",
+        str(config.parent),
+        "--out",
+        str(tmp_path / "exp"),
+        "--store",
+        str(quick_store),
+        "--set",
+        *TINY,
+        "train.epochs=1",
+    ]
+    assert main(command) == 0
+    assert (tmp_path / "exp" / "report.md").is_file()
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "trained already" in capsys.readouterr().out

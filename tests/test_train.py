@@ -1,0 +1,115 @@
+"""Training: every shipped config trains from a prepared store; resume is exact; 2-process DDP equals one process."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from singerid.config import load_config
+from singerid.sampler import CropDataset, SingerBatchSampler
+from singerid.store import FeatureStore
+from singerid.train import build_loss, build_model, load_checkpoint, train, training_singers
+
+CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
+TINY = ["model.channels=[4,8,16,32]", "model.blocks=[1,1,1,1]", "model.embedding_dim=32", "train.workers=0"]
+
+
+def read_log(run: Path) -> list[dict[str, str]]:
+    with (run / "log.csv").open(encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_trains_two_steps(path: Path, quick_store: Path, tmp_path: Path) -> None:
+    overrides = ["train.epochs=1", "train.passes=2", "batch.singers=4", "train.workers=0", "train.validate_every=1"]
+    config = load_config(path, overrides)
+    result = train(quick_store, tmp_path / "run", config, progress=False)
+    assert {"config.yaml", "last.pt", "best.pt", "log.csv"} <= {p.name for p in (tmp_path / "run").iterdir()}
+    (row,) = read_log(tmp_path / "run")
+    assert int(row["step"]) == 2 and np.isfinite(float(row["loss"])) and 0 <= float(row["val_eer"]) <= 1
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 1 and state["config"] == config.to_dict() and result.epochs == 1
+    fresh = build_model(config, 64)
+    trained = {k: v for k, v in state["model"].items() if v.is_floating_point()}
+    assert any(not torch.equal(fresh.state_dict()[k], v) for k, v in trained.items())
+
+
+def test_validation_eer_falls(quick_store: Path, tmp_path: Path) -> None:
+    config = load_config(
+        None,
+        TINY
+        + ["train.epochs=8", "train.passes=8", "batch.singers=4", "batch.crop_frames=100", "train.validate_every=4"],
+    )
+    train(quick_store, tmp_path / "run", config, progress=False)
+    rows = read_log(tmp_path / "run")
+    losses = [float(r["loss"]) for r in rows]
+    assert losses[-1] < losses[0]
+    first = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert first["best_eer"] <= float(rows[3]["val_eer"])
+
+
+def test_resume_continues_exactly(quick_store: Path, tmp_path: Path) -> None:
+    config = load_config(None, TINY + ["train.epochs=2", "batch.singers=4", "loss.name=triplet"])
+    train(quick_store, tmp_path / "straight", config, progress=False)
+    half = load_config(None, TINY + ["train.epochs=1", "batch.singers=4", "loss.name=triplet"])
+    train(quick_store, tmp_path / "resumed", half, progress=False)
+    train(quick_store, tmp_path / "resumed", config, resume=True, progress=False)
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert a["step"] == b["step"] == 2
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert len(read_log(tmp_path / "resumed")) == 2
+
+
+def test_two_process_ddp_trains_like_one_process_on_the_global_batch(quick_store: Path, tmp_path: Path) -> None:
+    overrides = TINY + ["train.epochs=1", "batch.singers=4", "batch.segments=2", "train.validate_every=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as probe:  # a free port on loopback for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        port,
+        "-m",
+        "singerid",
+        "train",
+        str(quick_store),
+        str(tmp_path / "ddp"),
+        "--set",
+        *overrides,
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = load_checkpoint(tmp_path / "ddp" / "last.pt")
+
+    # the reference: one process, the same global batch, each rank's half through the model on its own (as
+    # DDP's per-process BatchNorm statistics), the loss over all N singers, one Adam step
+    config = load_config(None, overrides)
+    store = FeatureStore(quick_store)
+    singers, singer_tracks = training_singers(store)
+    torch.manual_seed(config.train.seed)
+    model, loss_fn = build_model(config, 64), build_loss(config, len(singers))
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=config.optim.lr)
+    sampler = SingerBatchSampler(singer_tracks, [t.frames for t in store.tracks], 4, 2, 350, config.train.seed)
+    (crops,) = list(sampler)
+    features, labels = CropDataset(store, 350)[crops]
+    embeddings = torch.cat([model(features[:4]), model(features[4:])]).view(4, 2, -1)
+    loss_fn(embeddings, labels.view(4, 2)[:, 0]).loss.backward()
+    optimizer.step()
+    for name, value in model.named_parameters():
+        torch.testing.assert_close(ddp["model"][name], value.detach(), rtol=1e-4, atol=1e-5, msg=name)
