@@ -63,7 +63,7 @@ def test_overrides_parse_yaml_values() -> None:
     config = load_config(
         None, ["batch.singers=100", "loss.name=triplet", "loss.margin=0.2", "model.channels=[4,8,16,32]"]
     )
-    assert config.batch.singers == 100 and config.loss.options == {"margin": 0.2}
+    assert config.batch.singers == 100 and config.loss.options == {"margin": 0.2, "mining": "semihard"}
     assert config.model.channels == (4, 8, 16, 32)
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["batch"])

@@ -103,3 +103,74 @@ def test_experiment_grid_resumes(quick_store: Path, tmp_path: Path, capsys) -> N
     capsys.readouterr()
     assert main(command) == 0
     assert "trained already" in capsys.readouterr().out
+
+
+def test_library_commands_enroll_identify_verify_similar(
+    tiny_run: Path, quick_store: Path, tmp_path: Path, capsys
+) -> None:
+    library = tmp_path / "my library"
+    assert (
+        main(
+            [
+                "enroll",
+                str(library),
+                "--checkpoint",
+                str(tiny_run / "best.pt"),
+                "--store",
+                str(quick_store),
+                "--splits",
+                "test_seen,test_unseen",
+                "--prototypes",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert "4 singers enrolled" in capsys.readouterr().out
+    store = FeatureStore(quick_store)
+    track = next(t for t in store.tracks if t.split == "test_seen")
+    assert main(["identify", str(library), track.source, "--top-k", "4"]) == 0
+    line = capsys.readouterr().out
+    assert track.source in line and line.count("(") == 4  # four candidates with scores
+    main(["verify", str(library), track.source, "--singer", track.singer_id, "--threshold", "-1"])
+    assert "accepted" in capsys.readouterr().out
+    assert main(["similar", str(library), track.singer_id, "--top-k", "2"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["embed", str(tiny_run / "best.pt"), track.source, "--out", str(tmp_path / "e.npz")]) == 0
+    assert np.load(tmp_path / "e.npz")[track.source].shape == (32,)
+
+
+def test_export_and_trial_list_scoring(tiny_run: Path, quick_store: Path, tmp_path: Path, capsys) -> None:
+    import torch
+
+    assert main(["export", str(tiny_run / "best.pt"), str(tmp_path / "model.pt2")]) == 0
+    program = torch.export.load(str(tmp_path / "model.pt2")).module()
+    encoder = SingerEncoder.load(tiny_run / "best.pt")
+    features = torch.randn(3, 420, 64)
+    torch.testing.assert_close(program(features), encoder.model(features), rtol=1e-4, atol=1e-5)
+
+    store = FeatureStore(quick_store)
+    tests = [t for t in store.tracks if t.split.startswith("test")]
+    lines = []
+    for a in tests[::7]:
+        for b in tests[3::9]:
+            if a.track_id != b.track_id:
+                lines.append(f"{int(a.singer_id == b.singer_id)}\t{a.source}\t{b.source}")  # paths have spaces
+    assert {line[0] for line in lines} == {"0", "1"}
+    (tmp_path / "trials.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert (
+        main(
+            [
+                "score-trials",
+                str(tiny_run / "best.pt"),
+                str(tmp_path / "trials.txt"),
+                "--root",
+                "/",
+                "--out",
+                str(tmp_path / "scores.txt"),
+            ]
+        )
+        == 0
+    )
+    assert f"{len(lines)} trials" in capsys.readouterr().out
+    assert len((tmp_path / "scores.txt").read_text(encoding="utf-8").splitlines()) == len(lines)

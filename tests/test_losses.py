@@ -53,19 +53,21 @@ def argmax(values: list[float]) -> int:
     return max(range(len(values)), key=lambda index: values[index])
 
 
-def reference_triplet(x: np.ndarray, margin: float) -> tuple[float, float]:
+def reference_triplet(x: np.ndarray, margin: float, mining: str = "semihard") -> tuple[float, float]:
     n, m, _ = x.shape
     unit = [[x[i, j] / norm(x[i, j]) for j in range(m)] for i in range(n)]
     losses, correct = [], []
     for i in range(n):
         for a in range(m):
-            negative = min(norm(unit[i][a] - unit[k][s]) for k in range(n) if k != i for s in range(m))
+            others = [norm(unit[i][a] - unit[k][s]) for k in range(n) if k != i for s in range(m)]
             for p in range(m):
                 if p == a:
                     continue
                 positive = norm(unit[i][a] - unit[i][p])
+                farther = [d for d in others if d > positive]
+                negative = min(farther) if mining == "semihard" and farther else min(others)
                 losses.append(max(0.0, positive - negative + margin))
-                correct.append(positive < negative)
+                correct.append(positive < min(others))
     return float(np.mean(losses)), float(np.mean(correct))
 
 
@@ -131,7 +133,7 @@ def reference(loss: MetricLoss, embeddings: torch.Tensor, labels: torch.Tensor) 
     x = embeddings.double().numpy()
     name = type(loss).registry_name  # type: ignore[attr-defined]
     if name == "triplet":
-        return reference_triplet(x, loss.options.margin)
+        return reference_triplet(x, loss.options.margin, loss.options.mining)
     if name == "ge2e":
         return reference_ge2e(x, loss.affine.scale.item(), loss.affine.bias.item())
     if name == "proto":
@@ -177,13 +179,23 @@ def test_matches_slow_reference(name: str) -> None:
     assert output.loss.item() > 0
 
 
-def test_triplet_matches_reference_with_other_margin() -> None:
+@pytest.mark.parametrize("mining", ["semihard", "hardest"])
+def test_triplet_matches_reference_with_other_margin(mining: str) -> None:
     embeddings, labels = random_batch(seed=3)
-    loss = TripletLoss(TripletLoss.Options(margin=0.2))
+    loss = TripletLoss(TripletLoss.Options(margin=0.2, mining=mining))
     output = loss(embeddings)
-    expected_loss, expected_accuracy = reference_triplet(embeddings.double().numpy(), 0.2)
+    expected_loss, expected_accuracy = reference_triplet(embeddings.double().numpy(), 0.2, mining)
     assert output.loss.item() == pytest.approx(expected_loss, rel=1e-5)
     assert output.accuracy.item() == pytest.approx(expected_accuracy)
+
+
+def test_semihard_and_hardest_mining_differ_on_a_constructed_case() -> None:
+    # one singer's positive is farther than another singer's segment: hardest picks that segment, semi-hard a
+    # farther one
+    x = torch.tensor([[[1.0, 0.0], [0.6, 0.8]], [[0.8, 0.6], [-1.0, 0.0]]])
+    hardest = TripletLoss(TripletLoss.Options(margin=0.1, mining="hardest"))(x)
+    semihard = TripletLoss(TripletLoss.Options(margin=0.1, mining="semihard"))(x)
+    assert hardest.loss.item() > semihard.loss.item()
 
 
 def test_aam_margin_fallback_past_pi_matches_reference() -> None:

@@ -113,3 +113,45 @@ def test_two_process_ddp_trains_like_one_process_on_the_global_batch(quick_store
     optimizer.step()
     for name, value in model.named_parameters():
         torch.testing.assert_close(ddp["model"][name], value.detach(), rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["triplet", "ge2e", "proto", "angleproto", "aamsoftmax", "angleproto_aam"])
+def test_validation_eer_falls_for_every_loss(loss: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A short CPU run on a synthetic corpus of 12 training singers: the validation EER after training is below
+    the EER after the first epochs (`make slow`)."""
+    from singerid.prepare import prepare
+    from singerid.synth import SynthConfig, synthesize
+
+    root = tmp_path_factory.getbasetemp() / "eer-corpus"
+    if not (root / "store" / "index.json").exists():
+        synthesize(
+            SynthConfig(singers=14, tracks=6, test_singers=1, test_tracks=7, seconds=20),
+            root / "catalog",
+            workers=2,
+            progress=False,
+        )
+        prepare(root / "catalog", root / "store", workers=2, progress=False)
+    segments = "2" if loss != "aamsoftmax" else "1"
+    config = load_config(
+        None,
+        [
+            "model.channels=[8,16,32,64]",
+            "model.blocks=[1,1,1,1]",
+            "model.embedding_dim=64",
+            "train.workers=0",
+            "batch.singers=12",
+            f"batch.segments={segments}",
+            "batch.crop_frames=200",
+            "train.epochs=60",
+            "train.passes=4",
+            "train.validate_every=5",
+            "optim.lr=0.003",
+            f"loss.name={loss}",
+        ],
+    )
+    run = tmp_path_factory.mktemp(loss)
+    train(root / "store", run, config, progress=False)
+    eers = [float(r["val_eer"]) for r in read_log(run) if r["val_eer"] != "nan"]
+    print(f"{loss}: validation EER {100 * eers[0]:.1f} % -> {100 * eers[-1]:.1f} %")
+    assert np.mean(eers[-3:]) < eers[0] - 0.03

@@ -307,6 +307,197 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_library_commands(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser(
+        "embed", help="embeddings of audio files (one per file, unit norm) to an .npz", formatter_class=fmt
+    )
+    p.add_argument("checkpoint", type=Path, help="RUN/best.pt")
+    p.add_argument("files", type=Path, nargs="+", help="audio files (a same-named .lrc beside a file gives its lyrics)")
+    p.add_argument("--out", type=Path, default=Path("embeddings.npz"), help="npz: one array per file, keyed by path")
+    p.set_defaults(handler=run_embed)
+
+    p = sub.add_parser(
+        "export", help="the network as a torch.export program (.pt2) for serving elsewhere", formatter_class=fmt
+    )
+    p.add_argument("checkpoint", type=Path, help="RUN/best.pt")
+    p.add_argument("out", type=Path, help="output .pt2 file")
+    p.set_defaults(handler=run_export)
+
+    p = sub.add_parser(
+        "score-trials", help="score a verification trial list (label path1 path2 per line): EER", formatter_class=fmt
+    )
+    p.add_argument("checkpoint", type=Path, help="RUN/best.pt")
+    p.add_argument("trials", type=Path, help="text file: 'label path1 path2' per line (label 1 target, 0 not)")
+    p.add_argument("--root", type=Path, default=None, help="folder the paths are relative to (default: the list's)")
+    p.add_argument("--out", type=Path, default=None, help="write 'score label path1 path2' per line here")
+    p.set_defaults(handler=run_score_trials)
+
+    p = sub.add_parser(
+        "enroll", help="enroll singers of a catalog or store into a library (vector index)", formatter_class=fmt
+    )
+    p.add_argument("library", type=Path, help="library folder (created or extended)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="RUN/best.pt: the model that embeds")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--store", type=Path, help="feature store: enroll from its stored frames (fast)")
+    source.add_argument("--catalog", type=Path, help="catalog: enroll from its audio files")
+    p.add_argument("--splits", default="", help="only tracks of these splits, comma-separated (default all)")
+    p.add_argument("--prototypes", type=int, default=1, help="prototypes per singer (k-means; 1 = the centroid)")
+    p.set_defaults(handler=run_enroll)
+
+    p = sub.add_parser("identify", help="who sings these files: the closest singers of a library", formatter_class=fmt)
+    p.add_argument("library", type=Path)
+    p.add_argument("files", type=Path, nargs="+")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(handler=run_identify)
+
+    p = sub.add_parser("verify", help="is this the claimed singer", formatter_class=fmt)
+    p.add_argument("library", type=Path)
+    p.add_argument("file", type=Path)
+    p.add_argument("--singer", required=True, help="the claimed singer id")
+    p.add_argument("--threshold", type=float, default=None, help="accept at or above (default: the library's)")
+    p.set_defaults(handler=run_verify)
+
+    p = sub.add_parser("similar", help="singers whose voices are closest to a singer's", formatter_class=fmt)
+    p.add_argument("library", type=Path)
+    p.add_argument("singer")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(handler=run_similar)
+
+    p = sub.add_parser(
+        "serve", help="HTTP service over a library (identify, verify, similar, enroll)", formatter_class=fmt
+    )
+    p.add_argument("library", type=Path)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(handler=run_serve)
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from singerid.encoder import SingerEncoder
+
+    encoder = SingerEncoder.load(args.checkpoint)
+    embeddings = {str(path): encoder.embed_file(path) for path in args.files}
+    np.savez(args.out, **embeddings)
+    print(f"embed: {len(embeddings)} embeddings of {encoder.embedding_dim} dimensions written to {args.out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from singerid.encoder import SingerEncoder, export_model
+
+    path = export_model(SingerEncoder.load(args.checkpoint), args.out)
+    print(f"export: {path} (torch.export program: (batch, frames, n_mels) log-mel -> (batch, D))")
+    return 0
+
+
+def run_score_trials(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from singerid.encoder import SingerEncoder
+    from singerid.metrics import verification_result
+    from singerid.protocols import read_trial_list
+
+    root = args.root or args.trials.parent
+    trials = read_trial_list(args.trials)
+    encoder = SingerEncoder.load(args.checkpoint)
+    cache = {p: encoder.embed_file(root / p) for p in sorted({p for _, a, b in trials for p in (a, b)})}
+    scores = np.array([float(cache[a] @ cache[b]) for _, a, b in trials])
+    labels = np.array([label for label, _, _ in trials])
+    if args.out:
+        args.out.write_text("".join(f"{s:.6f} {l} {a} {b}\n" for s, (l, a, b) in zip(scores, trials)), encoding="utf-8")
+    result = verification_result(scores, labels)
+    print(
+        f"score-trials: {result.trials} trials ({result.targets} target): EER {100 * result.eer:.2f} %, "
+        f"minDCF(0.01) {result.min_dcf_01:.3f}, minDCF(0.05) {result.min_dcf_05:.3f}"
+    )
+    return 0
+
+
+def open_library(path: Path):  # noqa: ANN201 - the library class lives in an optional extra
+    from singerid.encoder import SingerEncoder
+    from singerid.library import SingerLibrary
+
+    library = SingerLibrary.open(path)
+    return library, SingerEncoder.load(library.model_info["checkpoint"])
+
+
+def run_enroll(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from singerid.encoder import SingerEncoder
+    from singerid.library import SingerLibrary
+
+    encoder = SingerEncoder.load(args.checkpoint)
+    splits = set(filter(None, args.splits.split(",")))
+    segments: dict[str, list] = {}
+    if args.store:
+        from singerid.store import FeatureStore
+
+        store = FeatureStore(args.store)
+        for i, t in enumerate(store.tracks):
+            if not splits or t.split in splits:
+                segments.setdefault(t.singer_id, []).append(encoder.embed_frames(store.frames(i)))
+    else:
+        from singerid.catalog import read_catalog
+
+        for t in read_catalog(args.catalog):
+            if not splits or t.split in splits:
+                frames, _, _ = encoder.frontend.file_frames(t.audio_path, t.lrc_path)
+                segments.setdefault(t.singer_id, []).append(encoder.embed_frames(frames))
+    if (args.library / "library.json").exists():
+        library = SingerLibrary.open(args.library)
+    else:
+        model = {"checkpoint": str(args.checkpoint.resolve())}
+        library = SingerLibrary(encoder.embedding_dim, args.prototypes, model_info=model)
+    for singer, parts in segments.items():
+        library.enroll(singer, np.concatenate(parts))
+    library.save(args.library)
+    print(f"enroll: {len(segments)} singers enrolled; library {args.library} holds {len(library)} singers")
+    return 0
+
+
+def run_identify(args: argparse.Namespace) -> int:
+    library, encoder = open_library(args.library)
+    for path in args.files:
+        matches = library.identify(encoder.embed_file(path), top_k=args.top_k)
+        found = ", ".join(f"{m.singer_id} ({m.score:.3f})" for m in matches) or "unknown singer (below threshold)"
+        print(f"{path}: {found}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    library, encoder = open_library(args.library)
+    result = library.verify(args.singer, encoder.embed_file(args.file), threshold=args.threshold)
+    verdict = "accepted" if result.accepted else "rejected"
+    print(f"{args.file}: {verdict} as {result.singer_id} (score {result.score:.3f}, threshold {result.threshold:.3f})")
+    return 0 if result.accepted else 1
+
+
+def run_similar(args: argparse.Namespace) -> int:
+    from singerid.library import SingerLibrary
+
+    library = SingerLibrary.open(args.library)
+    for match in library.similar(args.singer, top_k=args.top_k):
+        print(f"{match.singer_id}\t{match.score:.3f}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from singerid.serve import make_server
+
+    library, encoder = open_library(args.library)
+    server = make_server(library, encoder.embed_wave, args.host, args.port)
+    print(f"serve: {len(library)} singers on http://{args.host}:{server.server_address[1]} (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -336,7 +527,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_synth, add_prepare, add_store, add_train, add_evaluate, add_experiment, add_demo]
+COMMANDS = [
+    add_synth,
+    add_prepare,
+    add_store,
+    add_train,
+    add_evaluate,
+    add_experiment,
+    add_library_commands,
+    add_demo,
+]
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -129,3 +129,17 @@ def mean_embedding(segments: np.ndarray) -> np.ndarray:
     """The L2-normalised mean of unit-norm segment embeddings."""
     mean = segments.mean(axis=0)
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
+def export_model(encoder: SingerEncoder, path: str | Path) -> Path:
+    """Writes the network as a `torch.export` program (.pt2): (batch, frames, n_mels) log-mel -> (batch, D) raw
+    embeddings, batch and frames dynamic; load with `torch.export.load(path).module()`. The front end (16 kHz,
+    log-mel settings in the checkpoint) is not part of the program."""
+    path = Path(path)
+    example = torch.randn(2, encoder.crop_frames, encoder.features.n_mels)
+    batch, frames = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("frames", min=64, max=100_000)
+    program = torch.export.export(encoder.model.cpu().eval(), (example,), dynamic_shapes=({0: batch, 1: frames},))
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.export.save(program, temporary)
+    temporary.replace(path)
+    return path

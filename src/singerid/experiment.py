@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,15 +69,17 @@ def run_experiment(
     progress: bool = True,
     title: str = "singerid experiment",
     log: Callable[[str], None] = print,
+    separations_of: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
-    """Trains and evaluates every config on every store (separation -> store); returns the combined report."""
+    """Trains and evaluates every config on every store (separation -> store), or only on the separations that
+    `separations_of` lists for the config's file stem; returns the combined report."""
     cells = []
     for path in configs:
         config = load_config(path, overrides)
         for separation, store in stores.items():
-            cells.append(
-                Cell(path.stem, separation, config, store, cell_run(out, path.stem, separation, config, store))
-            )
+            if separations_of is None or separation in separations_of.get(path.stem, stores):
+                run = cell_run(out, path.stem, separation, config, store)
+                cells.append(Cell(path.stem, separation, config, store, run))
     for cell in cells:
         train_cell(cell, progress, log)
     results, det_scores, maps = [], {}, {}

@@ -143,10 +143,13 @@ LOSSES: Registry[MetricLoss] = Registry("loss")
 @dataclass(frozen=True)
 class TripletOptions:
     margin: float = 0.1  # alpha of eq. 1, in units of distance between unit vectors (paper: 0.1, 0.2)
+    mining: str = "semihard"  # hard-negative mining: semihard (FaceNet; default) | hardest (collapses from scratch)
 
     def __post_init__(self) -> None:
         if self.margin < 0:
             raise ValueError(f"triplet margin must be >= 0, got {self.margin}")
+        if self.mining not in ("semihard", "hardest"):
+            raise ValueError(f"triplet mining must be 'semihard' or 'hardest', got '{self.mining}'")
 
 
 @LOSSES.register("triplet")
@@ -154,9 +157,13 @@ class TripletLoss(MetricLoss):
     """Triplet loss with hard-negative mining, eq. 1: max(0, ||a - p|| - ||a - n|| + alpha).
 
     Distances are Euclidean (not squared) between L2-normalised embeddings, so they lie in [0, 2].
-    Every ordered (anchor, positive) pair of distinct segments of one singer forms a triplet; its negative is
-    the segment of another singer closest to the anchor. The loss is the mean over all N * M * (M - 1)
-    triplets. Accuracy: the fraction of triplets with d(a, p) < d(a, n).
+    Every ordered (anchor, positive) pair of distinct segments of one singer forms a triplet. Its negative is
+    mined among the other singers' segments in the batch: with `mining="hardest"` the one closest to the anchor;
+    with `mining="semihard"` (FaceNet, Schroff et al. 2015) the closest one that is still farther from the anchor
+    than the positive, or the closest one when there is none. Hardest-negative mining from a random start maps
+    every segment to one point (the loss sticks at alpha; seen on the demo corpus), semi-hard mining does not.
+    The loss is the mean over all N * M * (M - 1) triplets. Accuracy: the fraction of triplets whose positive
+    is closer to the anchor than the hardest negative (whatever the mining, so it means the same in both modes).
     """
 
     Options = TripletOptions
@@ -167,13 +174,19 @@ class TripletLoss(MetricLoss):
         distances = euclidean_matrix(flat, flat)  # (N*M, N*M)
         singer_of = torch.arange(singers, device=flat.device).repeat_interleave(segments)
         same_singer = singer_of[:, None] == singer_of[None, :]  # (N*M, N*M)
-        hardest_negative = distances.masked_fill(same_singer, math.inf).amin(dim=1)  # (N*M,)
+        negatives = distances.masked_fill(same_singer, math.inf)  # (N*M, N*M), inf for the anchor's own singer
         is_positive = same_singer & ~torch.eye(len(flat), dtype=torch.bool, device=flat.device)
         anchor_index, positive_index = is_positive.nonzero(as_tuple=True)  # N*M*(M-1) ordered pairs
         positive_distance = distances[anchor_index, positive_index]
-        negative_distance = hardest_negative[anchor_index]
+        hardest = negatives.amin(dim=1)[anchor_index]
+        if self.options.mining == "hardest":
+            negative_distance = hardest
+        else:
+            rows = negatives[anchor_index]  # (pairs, N*M)
+            farther = rows.masked_fill(rows <= positive_distance[:, None], math.inf).amin(dim=1)
+            negative_distance = torch.where(torch.isfinite(farther), farther, hardest)
         loss = F.relu(positive_distance - negative_distance + self.options.margin).mean()
-        accuracy = (positive_distance < negative_distance).float().mean().detach()
+        accuracy = (positive_distance < hardest).float().mean().detach()
         return LossOutput(loss, accuracy)
 
 

@@ -14,8 +14,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from singerid.audio import AudioError
 from singerid.catalog import Track, read_catalog
 from singerid.features import FeatureConfig
 from singerid.frontend import FrontendConfig, TrackFrontend
+from singerid.parallel import map_in_processes
 from singerid.store import (
     SHARD_FRAMES,
     Reject,
@@ -52,10 +51,7 @@ _WORKER: TrackFrontend | None = None
 
 
 def _init_worker(frontend: FrontendConfig, features: FeatureConfig) -> None:
-    import torch
-
     global _WORKER
-    torch.set_num_threads(1)
     _WORKER = TrackFrontend(frontend, features)
 
 
@@ -97,17 +93,6 @@ def _write_json(path: Path, record: dict) -> None:
     os.replace(temporary, path)
 
 
-def _run(
-    jobs: list[tuple[Track, Path]], workers: int, frontend: FrontendConfig, features: FeatureConfig
-) -> Iterator[bool]:
-    if workers <= 1:
-        _init_worker(frontend, features)
-        yield from map(_process, jobs)
-        return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(frontend, features)) as pool:
-        yield from pool.map(_process, jobs, chunksize=1)
-
-
 @dataclass(frozen=True)
 class PrepareResult:
     header: StoreHeader
@@ -147,7 +132,8 @@ def prepare(
     todo = [t for t in tracks if t.track_id not in done and not _part_record(parts, t.track_id).exists()]
     skipped = len(tracks) - len(todo)
     bar = tqdm(total=len(tracks), initial=skipped, desc="prepare", unit="track", disable=not progress)
-    for _ in _run([(t, parts) for t in todo], workers, frontend, features):
+    jobs = [(t, parts) for t in todo]
+    for _ in map_in_processes(_process, jobs, workers, _init_worker, (frontend, features)):
         bar.update()
     bar.close()
     _pack(store, header, [t for t in tracks if t.track_id not in done])

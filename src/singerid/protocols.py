@@ -623,3 +623,28 @@ def evaluate(tracks: Sequence[TrackEmbeddings], trials: Trials) -> EvaluationRes
         singers=singers,
         verification_scores=raw_scores,
     )
+
+
+class TrialListError(ValueError):
+    """A verification trial list that cannot be read; the message names the file and the line."""
+
+
+def read_trial_list(path: str | Path) -> list[tuple[int, str, str]]:
+    """A published-style trial list: `label path1 path2` per line (label 1 target, 0 non-target), fields
+    separated by tabs when the line has any (paths with spaces), else by whitespace; blank lines skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise TrialListError(f"{path}: cannot read trial list ({error})") from error
+    trials = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.strip("\r\n").split("\t") if "\t" in line else line.split()
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) != 3 or fields[0].strip() not in ("0", "1"):
+            raise TrialListError(f"{path}:{number}: expected 'label path1 path2' with label 0 or 1, got {line!r}")
+        trials.append((int(fields[0]), fields[1].strip(), fields[2].strip()))
+    if not trials:
+        raise TrialListError(f"{path}: no trials")
+    return trials

@@ -16,8 +16,6 @@ import csv
 import json
 import os
 import unicodedata
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from scipy.signal import fftconvolve, lfilter
 from tqdm import tqdm
 
 from singerid.audio import write_audio
+from singerid.parallel import map_in_processes
 
 SYNTH_RATE = 22050  # internal rendering rate; files are resampled to SynthConfig.sample_rate
 HOP = 256  # control and STFT hop at SYNTH_RATE (11.6 ms)
@@ -614,9 +613,6 @@ def write_track(config: SynthConfig, plan: TrackPlan, root: Path) -> str:
 
 
 def _write_track_job(args: tuple[SynthConfig, TrackPlan, Path]) -> str:
-    import torch
-
-    torch.set_num_threads(1)
     return write_track(*args)
 
 
@@ -631,7 +627,7 @@ def synthesize(config: SynthConfig, out: Path, workers: int = 1, progress: bool 
     ]
     jobs = [(config, p, out) for p in todo]
     bar = tqdm(total=len(plans), initial=len(plans) - len(todo), desc="synth", unit="track", disable=not progress)
-    for _ in _run(jobs, workers):
+    for _ in map_in_processes(_write_track_job, jobs, workers):
         bar.update()
     bar.close()
     metadata = out / "metadata.csv"
@@ -655,11 +651,3 @@ def write_singers(config: SynthConfig, path: Path) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(record, indent=1), encoding="utf-8")
     os.replace(temporary, path)
-
-
-def _run(jobs: list[tuple[SynthConfig, TrackPlan, Path]], workers: int) -> Iterator[str]:
-    if workers <= 1:
-        yield from map(_write_track_job, jobs)
-        return
-    with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(_write_track_job, jobs, chunksize=1)

@@ -1,0 +1,45 @@
+"""Process pools for batch jobs (synth, prepare): results in job order, one thread per worker process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+
+def limit_threads() -> None:
+    """One thread for torch and for numpy's BLAS in this process: with one worker process per core, threaded
+    libraries in each would fight over the cores (measured: prepare with REPET ran 2.2x slower)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
+def map_in_processes(
+    function: Callable[[Job], Result],
+    jobs: Iterable[Job],
+    workers: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[Result]:
+    """`map(function, jobs)` in `workers` processes (in this process when workers <= 1), in job order.
+
+    Each worker runs `limit_threads()` and then `initializer(*initargs)`; in-process, only the initializer runs."""
+    if workers <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(function, jobs)
+        return
+    with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(initializer, initargs)) as pool:
+        yield from pool.map(function, jobs, chunksize=1)
+
+
+def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    limit_threads()
+    if initializer is not None:
+        initializer(*initargs)
