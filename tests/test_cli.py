@@ -29,3 +29,15 @@ def test_synth_quick_writes_a_catalog_and_resumes(tmp_path: Path, capsys) -> Non
     first_other.unlink()  # an interrupted run: one track missing
     assert main(["synth", str(out), "--quick", "--format", "flac", "--workers", "1"]) == 0
     assert first_other.is_file() and first.stat().st_mtime_ns == stamp  # finished work is not redone
+
+
+def test_user_errors_are_one_line_messages(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad config.yaml"
+    bad.write_text("batch: {singrs: 3}\n", encoding="utf-8")
+    assert main(["train", str(tmp_path), str(tmp_path / "run"), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("singerid: error:") and "bad config.yaml" in err and "did you mean 'singers'" in err
+    assert main(["evaluate", str(tmp_path / "no run"), str(tmp_path)]) == 2
+    assert "not a feature store" in capsys.readouterr().err
+    assert main(["store", "info", str(tmp_path / "nothing")]) == 2
+    assert "nothing: not a feature store" in capsys.readouterr().err

@@ -540,23 +540,34 @@ COMMANDS = [
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors caused by the user's input: printed as one line, no traceback."""
+    """Errors caused by the user's input: printed as one line naming the file and the reason, no traceback."""
     from singerid.audio import AudioError
     from singerid.catalog import CatalogError
+    from singerid.config import ConfigError
     from singerid.lyrics import LyricsError
+    from singerid.protocols import TrialListError
     from singerid.registry import RegistryError
     from singerid.separation import SeparationError
     from singerid.store import StoreError
+    from singerid.train import CheckpointError
 
-    return (
+    errors: tuple[type[Exception], ...] = (
         AudioError,
         CatalogError,
+        CheckpointError,
+        ConfigError,
         LyricsError,
         RegistryError,
         SeparationError,
         StoreError,
+        TrialListError,
         FileNotFoundError,
     )
+    try:
+        from singerid.library import LibraryError
+    except ImportError:  # the library extra (faiss) is not installed
+        return errors
+    return (*errors, LibraryError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
