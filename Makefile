@@ -23,7 +23,7 @@ slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest -q -m bench -s benchmarks
+	$(BIN)/python -m pytest -q -m bench -s benchmarks tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -134,26 +134,44 @@ def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
 
 
 class _MonoResampler:
-    """Collects mono chunks at ``out_rate``; restarts the soxr stream if the input rate changes mid-file."""
+    """Collects mono chunks at ``out_rate``; restarts the soxr stream if the input rate changes mid-file.
+
+    Decoded frames are small (1152 samples for MP3); they are gathered into blocks of about a second before the
+    finiteness check and the resampler, which keeps the per-frame Python overhead out of the hot loop."""
+
+    block_samples = 65536
 
     def __init__(self, out_rate: int) -> None:
         self.out_rate = out_rate
         self.chunks: list[np.ndarray] = []
+        self.pending: list[np.ndarray] = []
+        self.pending_samples = 0
         self.in_rate: int | None = None
         self.stream: soxr.ResampleStream | None = None
 
     def feed(self, samples: np.ndarray, in_rate: int) -> None:
+        """Queues samples; raises ValueError when a block holds NaN or infinity."""
         if in_rate != self.in_rate:
             self.flush()
             self.in_rate = in_rate
             if in_rate != self.out_rate:
                 self.stream = soxr.ResampleStream(in_rate, self.out_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
-        if self.stream is None:
-            self.chunks.append(samples.copy())
-        else:
-            self.chunks.append(self.stream.resample_chunk(samples))
+        self.pending.append(samples)
+        self.pending_samples += len(samples)
+        if self.pending_samples >= self.block_samples:
+            self._process()
+
+    def _process(self) -> None:
+        if not self.pending:
+            return
+        block = np.concatenate(self.pending)
+        self.pending, self.pending_samples = [], 0
+        if not np.isfinite(block).all():
+            raise ValueError("decoded samples are not finite (NaN or infinity)")
+        self.chunks.append(block if self.stream is None else self.stream.resample_chunk(block))
 
     def flush(self) -> None:
+        self._process()
         if self.stream is not None:
             self.chunks.append(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
             self.stream = None
@@ -185,16 +203,18 @@ def load_audio(path: str | Path, sample_rate: int = 16000, *, max_seconds: float
                     last_error = error
                     continue
                 for frame in frames:
-                    samples = _frame_to_mono(frame)
-                    if not np.isfinite(samples).all():
-                        raise AudioError(path, "decoded samples are not finite (NaN or infinity)")
-                    resampler.feed(samples, frame.sample_rate)
+                    resampler.feed(_frame_to_mono(frame), frame.sample_rate)
                     input_seconds += frame.samples / frame.sample_rate
                 if max_seconds is not None and input_seconds >= max_seconds:
                     break
         except av.FFmpegError as error:
             last_error = error
-    resampler.flush()
+        except ValueError as error:
+            raise AudioError(path, str(error)) from None
+    try:
+        resampler.flush()
+    except ValueError as error:
+        raise AudioError(path, str(error)) from None
     wave = np.concatenate(resampler.chunks) if resampler.chunks else np.zeros(0, np.float32)
     resampler.chunks.clear()
     packets = good_packets + bad_packets

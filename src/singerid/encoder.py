@@ -53,6 +53,7 @@ class SingerEncoder:
         crop_frames: int,
         device: str | torch.device = "cpu",
         source: str = "",
+        cache_key: str = "",
     ) -> None:
         self.model = model.to(device).eval()
         self.features = features
@@ -60,6 +61,7 @@ class SingerEncoder:
         self.crop_frames = crop_frames
         self.device = torch.device(device)
         self.source = source
+        self.cache_key = cache_key  # names cached embeddings: the checkpoint and its epoch
         self._frontend: TrackFrontend | None = None
 
     @classmethod
@@ -85,7 +87,10 @@ class SingerEncoder:
             input_norm=m.input_norm,
         )
         model.load_state_dict(payload["model"])
-        return cls(model, features, FrontendConfig(**payload["frontend"]), config.batch.crop_frames, device, source)
+        key = f"{Path(source).stem or 'model'}-epoch{payload['epoch']}"
+        return cls(
+            model, features, FrontendConfig(**payload["frontend"]), config.batch.crop_frames, device, source, key
+        )
 
     @property
     def embedding_dim(self) -> int:

@@ -7,9 +7,11 @@ and evaluation folder (seeded) and saved, so every system is scored on the same 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +24,7 @@ from singerid.config import TrainConfig, config_from_dict
 from singerid.encoder import SingerEncoder, windows
 from singerid.features import FeatureConfig
 from singerid.frontend import FrontendConfig
-from singerid.protocols import ProtocolConfig, TrackEmbeddings, evaluate, load_trials, make_trials, save_trials
+from singerid.protocols import ProtocolConfig, TrackEmbeddings, Trials, evaluate, load_trials, make_trials, save_trials
 from singerid.report import write_report
 from singerid.store import FeatureStore
 from singerid.train import build_model, load_checkpoint
@@ -32,6 +34,7 @@ TEST_SPLITS = ("test_seen", "test_unseen")
 
 class Embedder(Protocol):
     crop_frames: int
+    cache_key: str  # names its cached embeddings: changes whenever its embeddings would
 
     def embed_frames(self, frames: np.ndarray, hop_frames: int | None = None) -> np.ndarray: ...
 
@@ -42,6 +45,7 @@ class MfccStatistics:
 
     def __init__(self, store: FeatureStore, crop_frames: int, coefficients: int = 20, seed: int = 0) -> None:
         self.crop_frames = crop_frames
+        self.cache_key = f"mfcc{coefficients}-seed{seed}"
         self.coefficients = coefficients
         rng = np.random.default_rng(seed)
         train = [i for i, t in enumerate(store.tracks) if t.split == "train"]
@@ -65,7 +69,8 @@ def untrained_encoder(
 ) -> SingerEncoder:
     """The same network as a run, randomly initialised: the floor that training must rise above."""
     torch.manual_seed(seed)
-    return SingerEncoder(build_model(config, features.n_mels), features, frontend, config.batch.crop_frames)
+    model = build_model(config, features.n_mels)
+    return SingerEncoder(model, features, frontend, config.batch.crop_frames, cache_key=f"untrained-seed{seed}")
 
 
 def test_embeddings(
@@ -123,16 +128,18 @@ def evaluate_systems(
     results = []
     det_scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     maps: dict[str, tuple[np.ndarray, list[str]]] = {}
-    trials = None
-    trials_path = out / "trials.json"
+    trials: dict[int, Trials] = {}
     for info, embedder in systems:
         hop = options.hop_frames or embedder.crop_frames
-        tracks = test_embeddings(embedder, store, hop, out / f"embeddings-{info['name']}.npz", progress, info["name"])
-        if trials is None:
-            trials = load_trials(trials_path) if trials_path.exists() else make_trials(tracks, options.protocol)
-            if not trials_path.exists():
-                save_trials(trials, trials_path)
-        evaluation = evaluate(tracks, trials)
+        cache = out / f"embeddings-{info['name']}-{embedder.cache_key}-hop{hop}.npz"
+        tracks = test_embeddings(embedder, store, hop, cache, progress, info["name"])
+        if hop not in trials:  # one trial list per window layout and protocol, saved and reused
+            key = json.dumps({"hop": hop, "protocol": asdict(options.protocol)}, sort_keys=True)
+            path = out / f"trials-{hashlib.sha1(key.encode()).hexdigest()[:8]}.json"
+            trials[hop] = load_trials(path) if path.exists() else make_trials(tracks, options.protocol)
+            if not path.exists():
+                save_trials(trials[hop], path)
+        evaluation = evaluate(tracks, trials[hop])
         results.append({"system": info, **evaluation.to_dict()})
         det_scores[info["name"]] = evaluation.scores()
         maps[info["name"]] = (np.stack([t.segments.mean(0) for t in tracks]), [t.singer_id for t in tracks])
