@@ -119,7 +119,8 @@ def test_two_process_ddp_trains_like_one_process_on_the_global_batch(quick_store
 @pytest.mark.parametrize("loss", ["triplet", "ge2e", "proto", "angleproto", "aamsoftmax", "angleproto_aam"])
 def test_validation_eer_falls_for_every_loss(loss: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     """A short CPU run on a synthetic corpus of 12 training singers: the validation EER after training is below
-    the EER after the first epochs (`make slow`)."""
+    the EER after the first epochs (`make slow`). The val split is small (one or two tracks per singer), so the
+    EER is noisy: the means of the first two and of the last three validations are compared."""
     from singerid.prepare import prepare
     from singerid.synth import SynthConfig, synthesize
 
@@ -132,7 +133,7 @@ def test_validation_eer_falls_for_every_loss(loss: str, tmp_path_factory: pytest
             progress=False,
         )
         prepare(root / "catalog", root / "store", workers=2, progress=False)
-    segments = "2" if loss != "aamsoftmax" else "1"
+    segments = {"aamsoftmax": "1", "triplet": "3"}.get(loss, "2")  # triplet learns slowly from M = 2 on a CPU
     config = load_config(
         None,
         [
@@ -153,5 +154,6 @@ def test_validation_eer_falls_for_every_loss(loss: str, tmp_path_factory: pytest
     run = tmp_path_factory.mktemp(loss)
     train(root / "store", run, config, progress=False)
     eers = [float(r["val_eer"]) for r in read_log(run) if r["val_eer"] != "nan"]
-    print(f"{loss}: validation EER {100 * eers[0]:.1f} % -> {100 * eers[-1]:.1f} %")
-    assert np.mean(eers[-3:]) < eers[0] - 0.03
+    first, last = np.mean(eers[:2]), np.mean(eers[-3:])
+    print(f"{loss}: validation EER {100 * first:.1f} % (first two) -> {100 * last:.1f} % (last three)")
+    assert last < first - 0.02
