@@ -41,3 +41,13 @@ def test_user_errors_are_one_line_messages(tmp_path: Path, capsys) -> None:
     assert "not a feature store" in capsys.readouterr().err
     assert main(["store", "info", str(tmp_path / "nothing")]) == 2
     assert "nothing: not a feature store" in capsys.readouterr().err
+
+
+def test_public_names_import_lazily() -> None:
+    code = (
+        "import sys, singerid; assert 'torch' not in sys.modules and 'faiss' not in sys.modules; "
+        "from singerid import SingerEncoder, load_config; assert load_config().batch.segments == 3; "
+        "print(SingerEncoder.__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "SingerEncoder"

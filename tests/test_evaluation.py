@@ -134,6 +134,27 @@ def test_library_commands_enroll_identify_verify_similar(
     assert track.source in line and line.count("(") == 4  # four candidates with scores
     main(["verify", str(library), track.source, "--singer", track.singer_id, "--threshold", "-1"])
     assert "accepted" in capsys.readouterr().out
+    strict = tmp_path / "strict library"  # open set: a threshold above any cosine turns every query away
+    assert (
+        main(
+            [
+                "enroll",
+                str(strict),
+                "--checkpoint",
+                str(tiny_run / "best.pt"),
+                "--store",
+                str(quick_store),
+                "--splits",
+                "test_seen",
+                "--threshold",
+                "1.01",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["identify", str(strict), track.source]) == 0
+    assert "unknown singer" in capsys.readouterr().out
     assert main(["similar", str(library), track.singer_id, "--top-k", "2"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
     assert main(["embed", str(tiny_run / "best.pt"), track.source, "--out", str(tmp_path / "e.npz")]) == 0

@@ -343,6 +343,12 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--catalog", type=Path, help="catalog: enroll from its audio files")
     p.add_argument("--splits", default="", help="only tracks of these splits, comma-separated (default all)")
     p.add_argument("--prototypes", type=int, default=1, help="prototypes per singer (k-means; 1 = the centroid)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="open-set threshold (cosine): identify answers 'unknown singer' below it, verify accepts at it",
+    )
     p.set_defaults(handler=run_enroll)
 
     p = sub.add_parser("identify", help="who sings these files: the closest singers of a library", formatter_class=fmt)
@@ -454,6 +460,8 @@ def run_enroll(args: argparse.Namespace) -> int:
         library = SingerLibrary(encoder.embedding_dim, args.prototypes, model_info=model)
     for singer, parts in segments.items():
         library.enroll(singer, np.concatenate(parts))
+    if args.threshold is not None:
+        library.threshold = args.threshold
     library.save(args.library)
     print(f"enroll: {len(segments)} singers enrolled; library {args.library} holds {len(library)} singers")
     return 0

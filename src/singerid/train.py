@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from singerid.config import TrainConfig, config_from_dict, dump_config
+from singerid.config import TrainConfig, dump_config
 from singerid.losses import LOSSES, MetricLoss
 from singerid.metrics import equal_error_rate
 from singerid.model import MODELS
@@ -421,7 +421,3 @@ def tensorboard_writer(run: Path) -> Any:
     except ImportError:
         return None
     return SummaryWriter(str(run / "tensorboard"))
-
-
-def config_of_checkpoint(payload: dict[str, Any]) -> TrainConfig:
-    return config_from_dict(payload["config"], "checkpoint")
