@@ -16,7 +16,7 @@ import torch
 from singerid.config import load_config
 from singerid.sampler import CropDataset, SingerBatchSampler
 from singerid.store import FeatureStore
-from singerid.train import build_loss, build_model, load_checkpoint, train, training_singers
+from singerid.train import CheckpointError, build_loss, build_model, load_checkpoint, train, training_singers
 
 CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
 TINY = ["model.channels=[4,8,16,32]", "model.blocks=[1,1,1,1]", "model.embedding_dim=32", "train.workers=0"]
@@ -67,6 +67,8 @@ def test_resume_continues_exactly(quick_store: Path, tmp_path: Path) -> None:
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert len(read_log(tmp_path / "resumed")) == 2
+    with pytest.raises(CheckpointError, match="--resume"):  # finished work is never overwritten by accident
+        train(quick_store, tmp_path / "resumed", config, progress=False)
 
 
 def test_two_process_ddp_trains_like_one_process_on_the_global_batch(quick_store: Path, tmp_path: Path) -> None:

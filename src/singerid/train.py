@@ -251,6 +251,8 @@ def train(
     """Trains on the store's train split; validates on its val split; writes the run folder."""
     world, device = setup_distributed()
     run = Path(run)
+    if not resume and (run / "last.pt").exists():
+        raise CheckpointError(f"{run}: holds a trained run already; pass --resume to continue it, or use a new folder")
     store = FeatureStore(store_path)
     singers, singer_tracks = training_singers(store)
     if len(singers) < 2:
