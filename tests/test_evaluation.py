@@ -157,6 +157,8 @@ def test_library_commands_enroll_identify_verify_similar(
     assert "unknown singer" in capsys.readouterr().out
     assert main(["similar", str(library), track.singer_id, "--top-k", "2"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["similar", str(library), "nobody"]) == 2  # one line, no traceback
+    assert "not enrolled" in capsys.readouterr().err
     assert main(["embed", str(tiny_run / "best.pt"), track.source, "--out", str(tmp_path / "e.npz")]) == 0
     assert np.load(tmp_path / "e.npz")[track.source].shape == (32,)
 
@@ -195,3 +197,17 @@ def test_export_and_trial_list_scoring(tiny_run: Path, quick_store: Path, tmp_pa
     )
     assert f"{len(lines)} trials" in capsys.readouterr().out
     assert len((tmp_path / "scores.txt").read_text(encoding="utf-8").splitlines()) == len(lines)
+
+
+def test_evaluation_refuses_leaked_singers_and_other_features(tiny_run: Path, quick_store: Path) -> None:
+    from singerid.evaluation import check_compatible
+    from singerid.train import CheckpointError, load_checkpoint
+
+    payload = load_checkpoint(tiny_run / "best.pt")
+    store = FeatureStore(quick_store)
+    check_compatible(payload, store, "run")  # a clean run passes
+    unseen = next(t.singer_id for t in store.tracks if t.split == "test_unseen")
+    with pytest.raises(CheckpointError, match="'unseen' test singers"):
+        check_compatible({**payload, "singers": [*payload["singers"], unseen]}, store, "run")
+    with pytest.raises(CheckpointError, match="features"):
+        check_compatible({**payload, "features": {**payload["features"], "n_mels": 80}}, store, "run")

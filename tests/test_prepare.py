@@ -14,9 +14,10 @@ import singerid.prepare as prepare_module
 from singerid.audio import load_audio, write_audio
 from singerid.cli import main
 from singerid.features import log_mel
+from singerid.frontend import FrontendConfig
 from singerid.lyrics import read_lrc
 from singerid.prepare import prepare
-from singerid.store import FeatureStore, merge_stores
+from singerid.store import FeatureStore, StoreError, merge_stores
 
 
 def catalog_rows(root: Path) -> list[dict[str, str]]:
@@ -165,3 +166,32 @@ def test_missing_weights_and_paths_are_clear(quick_catalog: Path, tmp_path: Path
     assert main(["prepare", str(quick_catalog), str(tmp_path / "d"), "--separation", "demucs", "--workers", "1"]) == 2
     assert "weights" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "d", ignore_errors=True)
+
+
+def test_interrupted_parts_keep_their_settings_and_rejects_can_be_retried(
+    messy_tree: Path, quick_catalog: Path, tmp_path: Path, monkeypatch
+) -> None:
+    calls = {"n": 0}
+    original = prepare_module._process
+
+    def dies_after_3(args):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return original(args)
+
+    monkeypatch.setattr(prepare_module, "_process", dies_after_3)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(quick_catalog, tmp_path / "s", FrontendConfig(regions="vad"), workers=1, progress=False)
+    monkeypatch.setattr(prepare_module, "_process", original)
+    with pytest.raises(StoreError, match="interrupted run with other front-end settings"):
+        prepare(quick_catalog, tmp_path / "s", workers=1, progress=False)  # would mix VAD and LRC regions
+
+    tree = tmp_path / "tree"
+    shutil.copytree(messy_tree, tree)
+    prepare(tree, tmp_path / "t", workers=1, progress=False)
+    assert len(FeatureStore(tmp_path / "t").header.rejects) == 5
+    good = next(tree.rglob("*.flac"))
+    shutil.copy(good, tree / "Singer Broken" / "empty.mp3")  # the user fixes one file (FFmpeg probes content)
+    again = prepare(tree, tmp_path / "t", workers=1, progress=False, retry_rejects=True)
+    assert again.processed == 5 and len(FeatureStore(tmp_path / "t").header.rejects) == 4

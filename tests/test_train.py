@@ -69,6 +69,8 @@ def test_resume_continues_exactly(quick_store: Path, tmp_path: Path) -> None:
     assert len(read_log(tmp_path / "resumed")) == 2
     with pytest.raises(CheckpointError, match="--resume"):  # finished work is never overwritten by accident
         train(quick_store, tmp_path / "resumed", config, progress=False)
+    # without validation, best.pt follows last.pt instead of freezing at the first epoch
+    assert load_checkpoint(tmp_path / "resumed" / "best.pt")["epoch"] == 2
 
 
 def test_two_process_ddp_trains_like_one_process_on_the_global_batch(quick_store: Path, tmp_path: Path) -> None:

@@ -131,6 +131,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")
     p.add_argument("--shard", type=parse_shard, default=(1, 1), help="prepare only part K of N of the catalog")
     p.add_argument("--seed", type=int, default=0, help="seed for splits of a catalog that has none")
+    p.add_argument("--retry-rejects", action="store_true", help="try the tracks that an earlier run rejected again")
     p.set_defaults(handler=run_prepare)
 
 
@@ -145,7 +146,15 @@ def run_prepare(args: argparse.Namespace) -> int:
         max_phrase_seconds=args.max_phrase_seconds,
         min_voice_seconds=args.min_voice_seconds,
     )
-    result = prepare(args.catalog, args.store, frontend, workers=args.workers, shard=args.shard, seed=args.seed)
+    result = prepare(
+        args.catalog,
+        args.store,
+        frontend,
+        workers=args.workers,
+        shard=args.shard,
+        seed=args.seed,
+        retry_rejects=args.retry_rejects,
+    )
     print(format_summary(FeatureStore(args.store).summary()))
     print(
         f"prepare: {result.processed} tracks processed, {result.skipped} already done, "
@@ -434,7 +443,7 @@ def run_enroll(args: argparse.Namespace) -> int:
     import numpy as np
 
     from singerid.encoder import SingerEncoder
-    from singerid.library import SingerLibrary
+    from singerid.library import LibraryError, SingerLibrary
 
     encoder = SingerEncoder.load(args.checkpoint)
     splits = set(filter(None, args.splits.split(",")))
@@ -455,6 +464,9 @@ def run_enroll(args: argparse.Namespace) -> int:
                 segments.setdefault(t.singer_id, []).append(encoder.embed_frames(frames))
     if (args.library / "library.json").exists():
         library = SingerLibrary.open(args.library)
+        made_with = library.model_info.get("checkpoint")
+        if made_with != str(args.checkpoint.resolve()):
+            raise LibraryError(f"{args.library}: made with {made_with}; enroll with that checkpoint or a new library")
     else:
         model = {"checkpoint": str(args.checkpoint.resolve())}
         library = SingerLibrary(encoder.embedding_dim, args.prototypes, model_info=model)
@@ -503,6 +515,7 @@ def run_serve(args: argparse.Namespace) -> int:
         server.serve_forever()
     finally:
         server.server_close()
+        library.save(args.library)  # keeps what /enroll added
     return 0
 
 
@@ -590,6 +603,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except USER_ERRORS as error:
         print(f"singerid: error: {error}", file=sys.stderr)
+        return 2
+    except (KeyError, ValueError) as error:
+        if os.environ.get("SINGERID_DEBUG"):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"singerid: error: {message} (SINGERID_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)

@@ -11,6 +11,7 @@ log-mel) is the one the checkpoint's feature store was made with.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ class SingerEncoder:
             input_norm=m.input_norm,
         )
         model.load_state_dict(payload["model"])
-        key = f"{Path(source).stem or 'model'}-epoch{payload['epoch']}"
+        key = "model-" + weights_digest(model)
         return cls(
             model, features, FrontendConfig(**payload["frontend"]), config.batch.crop_frames, device, source, key
         )
@@ -128,6 +129,15 @@ class SingerEncoder:
             lrc = beside if beside.is_file() else None
         frames, _, _ = self.frontend.file_frames(path, Path(lrc) if lrc else None)
         return mean_embedding(self.embed_frames(frames))
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short hash of a model's weights: names cached embeddings, so a retrained model never reuses them."""
+    digest = hashlib.sha1()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def mean_embedding(segments: np.ndarray) -> np.ndarray:

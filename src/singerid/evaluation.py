@@ -21,13 +21,13 @@ from scipy.fft import dct
 from tqdm import tqdm
 
 from singerid.config import TrainConfig, config_from_dict
-from singerid.encoder import SingerEncoder, windows
+from singerid.encoder import SingerEncoder, weights_digest, windows
 from singerid.features import FeatureConfig
 from singerid.frontend import FrontendConfig
 from singerid.protocols import ProtocolConfig, TrackEmbeddings, Trials, evaluate, load_trials, make_trials, save_trials
 from singerid.report import write_report
 from singerid.store import FeatureStore
-from singerid.train import build_model, load_checkpoint
+from singerid.train import CheckpointError, build_model, load_checkpoint
 
 TEST_SPLITS = ("test_seen", "test_unseen")
 
@@ -70,7 +70,9 @@ def untrained_encoder(
     """The same network as a run, randomly initialised: the floor that training must rise above."""
     torch.manual_seed(seed)
     model = build_model(config, features.n_mels)
-    return SingerEncoder(model, features, frontend, config.batch.crop_frames, cache_key=f"untrained-seed{seed}")
+    return SingerEncoder(
+        model, features, frontend, config.batch.crop_frames, cache_key=f"untrained-{weights_digest(model)}"
+    )
 
 
 def test_embeddings(
@@ -129,9 +131,10 @@ def evaluate_systems(
     det_scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     maps: dict[str, tuple[np.ndarray, list[str]]] = {}
     trials: dict[int, Trials] = {}
+    store_key = hashlib.sha1((store.folder / "index.json").read_bytes()).hexdigest()[:8]
     for info, embedder in systems:
         hop = options.hop_frames or embedder.crop_frames
-        cache = out / f"embeddings-{info['name']}-{embedder.cache_key}-hop{hop}.npz"
+        cache = out / f"embeddings-{info['name']}-{embedder.cache_key}-store{store_key}-hop{hop}.npz"
         tracks = test_embeddings(embedder, store, hop, cache, progress, info["name"])
         if hop not in trials:  # one trial list per window layout and protocol, saved and reused
             key = json.dumps({"hop": hop, "protocol": asdict(options.protocol)}, sort_keys=True)
@@ -146,6 +149,18 @@ def evaluate_systems(
     return results, det_scores, maps
 
 
+def check_compatible(payload: dict[str, Any], store: FeatureStore, source: str) -> None:
+    """A checkpoint scores a store only with the same log-mel settings and no trained singer among the unseen."""
+    features = FeatureConfig(**payload["features"])
+    if features != store.features:
+        raise CheckpointError(f"{source}: trained on features {features}, but {store.folder} holds {store.features}")
+    leaked = sorted(set(payload["singers"]) & {t.singer_id for t in store.tracks if t.split == "test_unseen"})
+    if leaked:
+        raise CheckpointError(
+            f"{source}: {len(leaked)} 'unseen' test singers of {store.folder} were trained on ({', '.join(leaked[:5])})"
+        )
+
+
 def evaluate_run(
     run: Path,
     store_path: Path,
@@ -157,6 +172,7 @@ def evaluate_run(
     path and the results."""
     store = FeatureStore(store_path)
     payload = load_checkpoint(run / f"{options.checkpoint}.pt")
+    check_compatible(payload, store, str(run))
     config = config_from_dict(payload["config"], str(run))
     encoder = SingerEncoder.from_payload(payload, source=str(run))
     separation = store.header.frontend.get("separation", "none")

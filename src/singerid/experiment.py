@@ -22,6 +22,7 @@ from singerid.evaluation import (
     Embedder,
     EvaluationOptions,
     MfccStatistics,
+    check_compatible,
     evaluate_systems,
     system_info,
     untrained_encoder,
@@ -89,6 +90,7 @@ def run_experiment(
         systems: list[tuple[dict[str, str], Embedder]] = []
         for cell in here:
             payload = load_checkpoint(cell.run / f"{options.checkpoint}.pt")
+            check_compatible(payload, store, str(cell.run))
             systems.append(
                 (system_info(cell.name, cell.config, separation, "trained"), SingerEncoder.from_payload(payload))
             )

@@ -111,8 +111,10 @@ def prepare(
     shard: tuple[int, int] = (1, 1),
     seed: int = 0,
     progress: bool = True,
+    retry_rejects: bool = False,
 ) -> PrepareResult:
-    """Prepares every track of the catalog (of this machine's shard) that the store does not hold yet."""
+    """Prepares every track of the catalog (of this machine's shard) that the store does not hold yet;
+    `retry_rejects` tries the tracks an earlier run rejected once more (after fixing the files, say)."""
     start_time = time.perf_counter()
     store = Path(store)
     k, n = shard
@@ -121,14 +123,20 @@ def prepare(
     tracks = [t for t in read_catalog(catalog, seed) if in_shard(t.track_id, shard)]
     settings = asdict(frontend)
     store.mkdir(parents=True, exist_ok=True)
+    parts = store / "parts"
     if (store / "index.json").exists():
         header = read_header(store)
         if header.features != features or header.frontend != settings:
             raise StoreError(f"{store}: made with other front-end settings; prepare into a new folder")
     else:
         header = StoreHeader(features, settings)
+    check_parts_settings(parts, {"features": asdict(features), "frontend": settings}, store)
+    if retry_rejects:
+        retried = {r.track_id for r in header.rejects}
+        header.rejects = []
+        for track_id in retried:
+            _part_record(parts, track_id).unlink(missing_ok=True)
     done = {t.track_id for t in header.tracks} | {r.track_id for r in header.rejects}
-    parts = store / "parts"
     todo = [t for t in tracks if t.track_id not in done and not _part_record(parts, t.track_id).exists()]
     skipped = len(tracks) - len(todo)
     bar = tqdm(total=len(tracks), initial=skipped, desc="prepare", unit="track", disable=not progress)
@@ -138,6 +146,20 @@ def prepare(
     bar.close()
     _pack(store, header, [t for t in tracks if t.track_id not in done])
     return PrepareResult(header, len(todo), skipped, time.perf_counter() - start_time)
+
+
+def check_parts_settings(parts: Path, settings: dict, store: Path) -> None:
+    """Unpacked parts of an interrupted run are resumed only with the settings that made them."""
+    path = parts / "settings.json"
+    if path.exists():
+        if json.loads(path.read_text(encoding="utf-8")) != settings:
+            raise StoreError(
+                f"{store}: an interrupted run with other front-end settings left {parts}; rerun it with "
+                "its settings, or prepare into a new folder"
+            )
+        return
+    parts.mkdir(parents=True, exist_ok=True)
+    _write_json(path, settings)
 
 
 def _part_record(parts: Path, track_id: str) -> Path:

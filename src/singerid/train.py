@@ -104,7 +104,7 @@ class GatherWithGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous()
+        grad = grad.contiguous().clone()  # all_reduce works in place: leave autograd's tensor alone
         dist.all_reduce(grad)
         start = dist.get_rank() * ctx.rows
         return grad[start : start + ctx.rows]
@@ -113,6 +113,19 @@ class GatherWithGradient(torch.autograd.Function):
 def gather_embeddings(local: torch.Tensor, world: Distributed) -> torch.Tensor:
     """All processes' embeddings, in rank order, keeping the gradient path to the local ones."""
     return local if world.world_size == 1 else GatherWithGradient.apply(local)
+
+
+def check_same_start(epoch: int, device: torch.device) -> None:
+    """Every process must resume from the same epoch: the run folder has to be on a filesystem all nodes share."""
+    low = torch.tensor([epoch], device=device)
+    high = low.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if low.item() != high.item():
+        raise CheckpointError(
+            f"processes would resume from epochs {low.item()} to {high.item()}: put the run folder on a filesystem "
+            "that every node shares"
+        )
 
 
 def gather_labels(local: torch.Tensor, world: Distributed) -> torch.Tensor:
@@ -276,6 +289,7 @@ def train(
         start_epoch, best_eer, step = state["epoch"], state["best_eer"], state["step"]
         set_rng_states(state["rng"])
     if world.world_size > 1:
+        check_same_start(start_epoch, device)
         if loop.sync_batchnorm and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -300,7 +314,9 @@ def train(
         persistent_workers=loop.workers > 0,
         pin_memory=device.type == "cuda",
     )
-    bf16 = loop.precision == "bf16" or (loop.precision == "auto" and device.type == "cuda")
+    bf16 = loop.precision == "bf16" or (
+        loop.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
     if world.main:
         run.mkdir(parents=True, exist_ok=True)
@@ -322,8 +338,6 @@ def train(
         )
         for features, labels in bar:
             features, labels = features.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            if loop.channels_last:
-                features = features.contiguous()
             with autocast():
                 local = forward(features)
             embeddings = gather_embeddings(local.float(), world).view(n, m, -1)
@@ -369,9 +383,9 @@ def train(
                 "val_eer": val_eer,
                 "rng": rng_states(),
             }
-            save_checkpoint(run / "last.pt", payload)
-            if improved or not (run / "best.pt").exists():
+            if improved or not np.isfinite(best_eer):  # until a validation gives a number, best follows last
                 save_checkpoint(run / "best.pt", payload)
+            save_checkpoint(run / "last.pt", payload)  # after best.pt: a kill between them loses no best model
             row = dict(
                 zip(
                     LOG_COLUMNS,
@@ -404,6 +418,8 @@ def train(
             dist.barrier()
     if writer is not None:
         writer.close()
+    if world.world_size > 1:
+        dist.destroy_process_group()
     return TrainResult(run, loop.epochs, best_eer, last_eer, segments_per_second, world.main)
 
 
