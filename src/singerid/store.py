@@ -221,6 +221,11 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def merge_stores(out: Path, parts: list[Path]) -> StoreHeader:
     """Joins stores prepared as shards of one catalog (`prepare --shard K/N`) into one store at `out`."""
+    if (out / "index.json").exists():
+        raise StoreError(f"{out}: is a store already; merge into a new folder")
+    for part in parts:
+        if (part / "parts").exists():
+            raise StoreError(f"{part}: has unfinished tracks (an interrupted prepare); rerun its prepare first")
     headers = [read_header(p) for p in parts]
     first = headers[0]
     for part, header in zip(parts[1:], headers[1:]):
