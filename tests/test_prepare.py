@@ -95,21 +95,26 @@ def test_store_reads_back_the_log_mel_of_the_phrases(quick_catalog: Path, tmp_pa
     assert summary["tracks"] == 60 and set(summary["splits"]) == {"train", "val", "test_seen", "test_unseen"}
 
 
-def test_interrupted_run_resumes_to_the_same_store(quick_catalog: Path, tmp_path: Path, monkeypatch) -> None:
-    prepare(quick_catalog, tmp_path / "whole", workers=1, progress=False)
+def interrupt_after(tracks: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes the next prepare die (as from Ctrl-C) after `tracks` finished tracks."""
     calls = {"n": 0}
     original = prepare_module._process
 
-    def dies_after_25(args):
+    def dies(args):
         calls["n"] += 1
-        if calls["n"] > 25:
+        if calls["n"] > tracks:
+            monkeypatch.setattr(prepare_module, "_process", original)
             raise KeyboardInterrupt
         return original(args)
 
-    monkeypatch.setattr(prepare_module, "_process", dies_after_25)
+    monkeypatch.setattr(prepare_module, "_process", dies)
+
+
+def test_interrupted_run_resumes_to_the_same_store(quick_catalog: Path, tmp_path: Path, monkeypatch) -> None:
+    prepare(quick_catalog, tmp_path / "whole", workers=1, progress=False)
+    interrupt_after(25, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         prepare(quick_catalog, tmp_path / "resumed", workers=1, progress=False)
-    monkeypatch.setattr(prepare_module, "_process", original)
     assert not (tmp_path / "resumed" / "index.json").exists()
     result = prepare(quick_catalog, tmp_path / "resumed", workers=1, progress=False)
     assert (result.skipped, result.processed) == (25, 35)  # nothing finished is redone
@@ -171,19 +176,9 @@ def test_missing_weights_and_paths_are_clear(quick_catalog: Path, tmp_path: Path
 def test_interrupted_parts_keep_their_settings_and_rejects_can_be_retried(
     messy_tree: Path, quick_catalog: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    calls = {"n": 0}
-    original = prepare_module._process
-
-    def dies_after_3(args):
-        calls["n"] += 1
-        if calls["n"] > 3:
-            raise KeyboardInterrupt
-        return original(args)
-
-    monkeypatch.setattr(prepare_module, "_process", dies_after_3)
+    interrupt_after(3, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         prepare(quick_catalog, tmp_path / "s", FrontendConfig(regions="vad"), workers=1, progress=False)
-    monkeypatch.setattr(prepare_module, "_process", original)
     with pytest.raises(StoreError, match="interrupted run with other front-end settings"):
         prepare(quick_catalog, tmp_path / "s", workers=1, progress=False)  # would mix VAD and LRC regions
 
