@@ -219,6 +219,8 @@ def run_train(args: argparse.Namespace) -> int:
     from singerid.train import train
 
     config = load_config(args.config, args.overrides)
+    if args.resume and not (args.run / "last.pt").exists():
+        print(f"train: {args.run} has no last.pt to resume; starting a new run", file=sys.stderr)
     result = train(args.store, args.run, config, resume=args.resume)
     if result.main_process:
         best = f"{100 * result.best_eer:.2f} %" if result.best_eer < float("inf") else "not validated"
