@@ -190,3 +190,30 @@ def test_interrupted_parts_keep_their_settings_and_rejects_can_be_retried(
     shutil.copy(good, tree / "Singer Broken" / "empty.mp3")  # the user fixes one file (FFmpeg probes content)
     again = prepare(tree, tmp_path / "t", workers=1, progress=False, retry_rejects=True)
     assert again.processed == 5 and len(FeatureStore(tmp_path / "t").header.rejects) == 4
+
+
+def test_a_grown_catalog_keeps_each_stored_singers_role(tmp_path: Path) -> None:
+    """Splits drawn by seed over the whole singer set can change when singers are added; a resumed store keeps
+    every stored singer's role, so no unseen singer ever gets train tracks."""
+    from singerid.synth import SynthConfig, synthesize
+
+    catalog = tmp_path / "catalog"
+    synthesize(SynthConfig(singers=9, tracks=2, test_singers=2, test_tracks=7, seconds=6), catalog, progress=False)
+    with (catalog / "metadata.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    unseen = sorted({r["singer_id"] for r in rows if r["split"] == "test_unseen"})
+    first, later = rows[: len(rows) - 3], rows
+    for name, part in (("first.csv", first), ("later.csv", later)):
+        with (catalog / name).open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            for row in part:  # the later catalog moves an unseen singer's new tracks into train
+                moved = name == "later.csv" and row in rows[-3:] and row["singer_id"] == unseen[-1]
+                writer.writerow({**row, "split": "train" if moved else row["split"]})
+    prepare(catalog / "first.csv", tmp_path / "s", workers=1, progress=False)
+    prepare(catalog / "later.csv", tmp_path / "s", workers=1, progress=False)
+    store = FeatureStore(tmp_path / "s")
+    assert len(store) + len(store.header.rejects) == len(rows)
+    moved = {t.track_id for t in store.tracks} & {r["track_id"] for r in rows[-3:] if r["singer_id"] == unseen[-1]}
+    assert moved  # the later tracks are in the store ...
+    assert {t.split for t in store.tracks if t.singer_id == unseen[-1]} == {"test_unseen"}  # ... still unseen

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +137,7 @@ def prepare(
         for track_id in retried:
             _part_record(parts, track_id).unlink(missing_ok=True)
     done = {t.track_id for t in header.tracks} | {r.track_id for r in header.rejects}
+    tracks = keep_singer_roles(tracks, header)
     todo = [t for t in tracks if t.track_id not in done and not _part_record(parts, t.track_id).exists()]
     skipped = len(tracks) - len(todo)
     bar = tqdm(total=len(tracks), initial=skipped, desc="prepare", unit="track", disable=not progress)
@@ -146,6 +147,24 @@ def prepare(
     bar.close()
     _pack(store, header, [t for t in tracks if t.track_id not in done])
     return PrepareResult(header, len(todo), skipped, time.perf_counter() - start_time)
+
+
+def keep_singer_roles(tracks: list[Track], header: StoreHeader) -> list[Track]:
+    """New tracks of a singer the store holds already keep that singer's role, whatever the catalog's split
+    rule says now (a catalog that grew between runs can re-draw its seeded splits): an unseen singer's new tracks
+    are test_unseen, a seen singer's are never test_unseen. So a resumed store never trains on an unseen singer."""
+    unseen: dict[str, bool] = {}
+    for t in header.tracks:
+        unseen[t.singer_id] = unseen.get(t.singer_id, True) and t.split == "test_unseen"
+    kept = []
+    for track in tracks:
+        role = unseen.get(track.singer_id)
+        if role is True and track.split != "test_unseen":
+            track = replace(track, split="test_unseen")
+        elif role is False and track.split == "test_unseen":
+            track = replace(track, split="train")
+        kept.append(track)
+    return kept
 
 
 def check_parts_settings(parts: Path, settings: dict, store: Path) -> None:
