@@ -191,6 +191,18 @@ def run_store_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_overrides(parser: argparse.ArgumentParser, what: str) -> None:
+    """The --set option: config keys overridden with YAML values (strict: unknown keys are errors)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{what}, e.g. --set batch.singers=100 loss.margin=0.2 train.epochs=50",
+    )
+
+
 def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -202,14 +214,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("store", type=Path, help="feature store made by `singerid prepare`")
     p.add_argument("run", type=Path, help="run folder: config.yaml, last.pt, best.pt, log.csv, tensorboard/")
     p.add_argument("--config", type=Path, default=None, help="YAML config (configs/demo.yaml, configs/paper/*.yaml)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config keys, e.g. --set batch.singers=100 loss.margin=0.2 train.epochs=50",
-    )
+    add_overrides(p, "override config keys")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt exactly")
     p.set_defaults(handler=run_train)
 
@@ -284,14 +289,7 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--catalog", type=Path, help="catalog to prepare one store per separation setting from")
     source.add_argument("--store", type=Path, nargs="+", help="existing feature stores (one per separation)")
     p.add_argument("--separation", default="none", help="comma-separated separation settings, e.g. none,repet")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides applied to every config, e.g. --set train.epochs=50 batch.singers=100",
-    )
+    add_overrides(p, "overrides applied to every config")
     p.add_argument("--no-baselines", action="store_true", help="skip the untrained-network and MFCC baselines")
     p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes for prepare")
     p.set_defaults(handler=run_experiment_command)
