@@ -153,7 +153,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TrainCo
         raise ConfigError(f"{source}: a config is a mapping of sections")
     sections = {f.name: f for f in fields(TrainConfig)}
     kwargs: dict[str, Any] = {}
-    for name, values in data.items():
+    for name, values in {"loss": {}, **data}.items():  # a missing loss section still gets its Options filled in
         if name not in sections:
             raise ConfigError(f"{source}: unknown section '{name}'{suggest(name, sections)}")
         if name == "loss":
@@ -165,10 +165,6 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TrainCo
         else:
             kwargs[name] = build_section(sections[name].default_factory, values, name, source)  # type: ignore[misc]
     config = TrainConfig(**kwargs)
-    if "loss" not in kwargs:
-        config = TrainConfig(
-            **{**kwargs, "loss": LossConfig(LossConfig.name, loss_options(LossConfig.name, {}, source))}
-        )
     check(config, source)
     return config
 
