@@ -251,3 +251,18 @@ def test_corrupt_packets_are_skipped_unless_most_fail(tmp_path: Path) -> None:
             wave = load_audio(path)
             assert 0.3 * 4 * OUT_RATE < len(wave) < 0.9 * 4 * OUT_RATE
             assert np.isfinite(wave).all()
+
+
+def test_a_stream_that_changes_rate_and_channels_mid_file(tmp_path: Path) -> None:
+    """Concatenated MP3s (as some rippers and radio captures write them): 2 s of 440 Hz stereo at 44.1 kHz,
+    then 2 s of 660 Hz mono at 22.05 kHz. Both parts come out at 16 kHz, in order, at their own pitch."""
+    first, second = tmp_path / "first.mp3", tmp_path / "second.mp3"
+    write_audio(first, np.stack([tone(440.0, 44100, seconds=2.0)] * 2), 44100)
+    write_audio(second, tone(660.0, 22050, seconds=2.0), 22050)
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    wave = load_audio(joined)
+    assert len(wave) == pytest.approx(4 * OUT_RATE, abs=0.1 * OUT_RATE)
+    head, tail = wave[: int(1.8 * OUT_RATE)], wave[int(2.3 * OUT_RATE) :]
+    assert amplitude_at(head, 440.0) > 0.4 and amplitude_at(head, 660.0) < 0.05
+    assert amplitude_at(tail, 660.0) > 0.4 and amplitude_at(tail, 440.0) < 0.05

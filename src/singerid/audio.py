@@ -1,8 +1,8 @@
 """Audio input and output: any music file -> mono float32 at 16 kHz, and deterministic audio writing.
 
 PyAV (FFmpeg) is the one decoder and encoder; soxr is the one resampler. Decoding streams packet by packet:
-each frame is downmixed to mono (the mean of its channels) and fed to a ``soxr.ResampleStream``, so a long
-track never needs several full copies in memory.
+decoded frames gather in blocks of about a second, each downmixed to mono (the mean of its channels) and fed to
+a ``soxr.ResampleStream``, so a long track never needs several full copies in memory.
 
 Damaged files: packets that fail to decode are skipped, as FFmpeg's own command line does, and a read error
 (e.g. a truncated file) ends the stream early; the audio that did decode is returned. ``AudioError`` is raised
@@ -119,59 +119,69 @@ def audio_info(path: str | Path) -> AudioInfo:
 
 
 def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
-    """One decoded frame as a mono float32 array (the mean of its channels)."""
+    """A decoded frame (or FIFO block) as a mono float32 array in [-1, 1]: the mean of its channels."""
     data = frame.to_ndarray()
     channels = frame.layout.nb_channels
-    if not frame.format.is_planar:
-        data = data.reshape(-1, channels).T
+    rows = data if frame.format.is_planar else data.reshape(-1, channels).T  # views, one row per channel
+    mono = rows[0].astype(np.float32)
+    for row in rows[1:]:  # summing rows is several times faster than a mean over the strided channel axis
+        mono += row
     if data.dtype == np.uint8:
-        samples = (data.astype(np.float32) - 128.0) / 128.0
-    elif data.dtype in _PCM_SCALE:
-        samples = data.astype(np.float32) / np.float32(_PCM_SCALE[data.dtype])
+        mono -= 128.0 * channels
+        full_scale = 128.0
     else:
-        samples = data.astype(np.float32, copy=False)
-    return samples.mean(axis=0, dtype=np.float32) if channels > 1 else samples[0]
+        full_scale = _PCM_SCALE.get(data.dtype, 1.0)
+    mono *= np.float32(1.0 / (channels * full_scale))
+    return mono
 
 
 class _MonoResampler:
-    """Collects mono chunks at ``out_rate``; restarts the soxr stream if the input rate changes mid-file.
+    """Gathers decoded frames in an FFmpeg audio FIFO and converts them a block (about a second) at a time:
+    downmix to mono, check that the samples are finite, resample with a soxr stream.
 
-    Decoded frames are small (1152 samples for MP3); they are gathered into blocks of about a second before the
-    finiteness check and the resampler, which keeps the per-frame Python overhead out of the hot loop."""
+    Decoded frames are small (1152 samples for MP3), so handing each one to numpy would cost more than decoding
+    it; the FIFO copies them in C. A change of sample rate, channel count or sample format mid-file ends the block
+    and starts a new FIFO and resampler stream."""
 
     block_samples = 65536
 
     def __init__(self, out_rate: int) -> None:
         self.out_rate = out_rate
         self.chunks: list[np.ndarray] = []
-        self.pending: list[np.ndarray] = []
-        self.pending_samples = 0
-        self.in_rate: int | None = None
+        self.fifo = av.AudioFifo()
+        self.shape: tuple[int, str, str] | None = None  # rate, channel layout, sample format of the FIFO's frames
         self.stream: soxr.ResampleStream | None = None
 
-    def feed(self, samples: np.ndarray, in_rate: int) -> None:
-        """Queues samples; raises ValueError when a block holds NaN or infinity."""
-        if in_rate != self.in_rate:
+    def feed(self, frame: av.AudioFrame) -> None:
+        """Queues a decoded frame; raises ValueError when a block holds NaN or infinity."""
+        # PyAV's FIFO does not check a frame's channel layout (a mismatch crashes the process), so the shape of
+        # the stream is compared here.
+        shape = (frame.sample_rate, frame.layout.name, frame.format.name)
+        if shape != self.shape:
             self.flush()
-            self.in_rate = in_rate
-            if in_rate != self.out_rate:
-                self.stream = soxr.ResampleStream(in_rate, self.out_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
-        self.pending.append(samples)
-        self.pending_samples += len(samples)
-        if self.pending_samples >= self.block_samples:
-            self._process()
+            self.shape = shape
+            self.fifo = av.AudioFifo()
+            if frame.sample_rate != self.out_rate:
+                self.stream = soxr.ResampleStream(
+                    frame.sample_rate, self.out_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY
+                )
+        frame.pts = None  # the FIFO would reject the timestamp gaps of damaged files
+        self.fifo.write(frame)
+        if self.fifo.samples >= self.block_samples:
+            self._process(self.fifo.read())
 
-    def _process(self) -> None:
-        if not self.pending:
+    def _process(self, block: av.AudioFrame | None) -> None:
+        if block is None:
             return
-        block = np.concatenate(self.pending)
-        self.pending, self.pending_samples = [], 0
-        if not np.isfinite(block).all():
+        samples = _frame_to_mono(block)
+        if not np.isfinite(samples).all():
             raise ValueError("decoded samples are not finite (NaN or infinity)")
-        self.chunks.append(block if self.stream is None else self.stream.resample_chunk(block))
+        self.chunks.append(samples if self.stream is None else self.stream.resample_chunk(samples))
 
     def flush(self) -> None:
-        self._process()
+        """Converts what the FIFO holds and ends the resampler stream."""
+        self._process(self.fifo.read())
+        self.shape = None
         if self.stream is not None:
             self.chunks.append(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
             self.stream = None
@@ -203,7 +213,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000, *, max_seconds: float
                     last_error = error
                     continue
                 for frame in frames:
-                    resampler.feed(_frame_to_mono(frame), frame.sample_rate)
+                    resampler.feed(frame)
                     input_seconds += frame.samples / frame.sample_rate
                 if max_seconds is not None and input_seconds >= max_seconds:
                     break
