@@ -79,9 +79,36 @@ def test_offset_subtracted_and_clamped(offset: str, expected_starts: list[float]
     assert lyrics.tags["offset"] == offset
 
 
-def test_offset_clamp_merges_onsets_at_zero() -> None:
+def test_offset_shift_cuts_phrases_at_zero() -> None:
+    # shifted by 3 s: a at -2 s ends at b (-1 s) and is dropped; b runs from -1 s to c, cut to start at 0
     lyrics = parse_lrc("[offset:3000]\n[00:01.00]a\n[00:02.00]b\n[00:05.00]c\n")
-    assert spans(lyrics) == approx_spans([(0.0, 2.0, "a / b"), (2.0, 12.0, "c")])
+    assert spans(lyrics) == approx_spans([(0.0, 2.0, "b"), (2.0, 12.0, "c")])
+    # an intro phrase with its end mark before 0 leaves nothing behind
+    lyrics = parse_lrc("[offset:3000]\n[00:01.00]intro\n[00:02.00]\n[00:10.00]a\n[00:12.00]\n")
+    assert spans(lyrics) == approx_spans([(7.0, 9.0, "a")])
+
+
+def test_credit_lines_are_not_sung() -> None:
+    text = (
+        "[00:00.00]作词 : 林夕\n[00:00.50]作曲：陈小霞\n[00:01.00]编曲 : 某人\n[00:01.50]Composed by Someone\n"
+        "[00:02.00]Lyrics: Someone Else\n[00:20.00]第一句歌词\n[00:24.00]\n[00:30.00]Written in the stars\n"
+    )
+    lyrics = parse_lrc(text)
+    assert spans(lyrics) == approx_spans([(20.0, 24.0, "第一句歌词"), (30.0, 40.0, "Written in the stars")])
+    assert lyrics.skipped_lines == 0 and not lyrics.instrumental
+
+
+INSTRUMENTAL_MARKS = ["纯音乐，请欣赏", "此歌曲为没有填词的纯音乐，请您欣赏", "(Instrumental)", "INSTRUMENTAL"]
+
+
+@pytest.mark.parametrize("mark", INSTRUMENTAL_MARKS)
+def test_instrumental_marks(mark: str) -> None:
+    alone = parse_lrc(f"[ti:Song]\n[00:00.00]{mark}\n")
+    assert alone.phrases == [] and alone.instrumental
+    # inside a sung track the mark ends the phrase before it, like an empty end mark
+    sung = parse_lrc(f"[00:05.00]la la\n[00:08.00]{mark}\n[00:20.00]la\n[00:22.00]\n")
+    assert spans(sung) == approx_spans([(5.0, 8.0, "la la"), (20.0, 22.0, "la")])
+    assert not sung.instrumental
 
 
 def test_malformed_offset_is_skipped_not_applied() -> None:
@@ -195,6 +222,18 @@ def test_read_undefined_cp1252_bytes_fall_back_to_latin1(tmp_path: Path) -> None
     path = tmp_path / "odd.lrc"
     path.write_bytes(b"[00:01.00]a\x81b\xe9\n")
     assert read_lrc(path).phrases[0].text == "a\x81bé"
+    # in Latin-1, byte 0x85 is U+0085 (NEXT LINE): it must not split the lyric line
+    path.write_bytes(b"[00:01.00]a\x81b\x85c\n[00:02.00]\n")
+    lyrics = read_lrc(path)
+    assert spans(lyrics) == approx_spans([(1.0, 2.0, "a\x81b c")]) and lyrics.skipped_lines == 0
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_read_utf16_without_byte_order_mark(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "no bom.lrc"
+    path.write_bytes("[ar:Sigur Rós]\r\n[00:01.00]Hoppípolla\r\n[00:03.00]\r\n".encode(encoding))
+    lyrics = read_lrc(path)
+    assert spans(lyrics) == approx_spans([(1.0, 3.0, "Hoppípolla")]) and lyrics.tags == {"ar": "Sigur Rós"}
 
 
 def test_missing_file_names_path(tmp_path: Path) -> None:
@@ -245,16 +284,19 @@ def test_phrases_are_sorted_disjoint_bounded(
             assert phrase.end <= duration
     for before, after in zip(phrases[:-1], phrases[1:], strict=True):
         assert before.start < after.start and before.end <= after.start
-    # oracle: one phrase per distinct onset that carries text and starts before the end
+    # oracle: one phrase per distinct onset after 0 that carries text and starts before the end; onsets shifted
+    # to 0 or before give at most one phrase, cut to start at 0
     unit = {0: 1000, 2: 10, 3: 1}[digits]
-    times = [[max(0, (ms // unit) * unit - offset) / 1000 for ms in stamps] for stamps, _ in lines]
+    times = [[((ms // unit) * unit - offset) / 1000 for ms in stamps] for stamps, _ in lines]
     onsets = {t for line_times, (_, text) in zip(times, lines, strict=True) if text.strip() for t in line_times}
     if duration is None:
         assert lyrics.skipped_lines == 0
     else:
         onsets = {t for t in onsets if t < duration}
         assert lyrics.skipped_lines == sum(all(t > duration for t in line_times) for line_times in times)
-    assert [p.start for p in phrases] == pytest.approx(sorted(onsets))
+    starts = [p.start for p in phrases]
+    assert [s for s in starts if s > 0] == pytest.approx(sorted(t for t in onsets if t > 0))
+    assert starts[:1] != [0.0] or any(t <= 0 for t in onsets)
 
 
 _lrc_tokens = st.sampled_from(list("[]<>:.+-0123456789 \t\r\n\ufeffabc#é٣\u2028") + ["[00:", "[offset:", "]\n"])

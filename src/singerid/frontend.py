@@ -59,6 +59,8 @@ class TrackFrontend:
                 lyrics = read_lrc(lrc, max_phrase_seconds=self.frontend.max_phrase_seconds, duration=len(wave) / sr)
             except LyricsError:
                 lyrics = None  # unreadable lyrics: the detector finds the regions instead
+            if lyrics is not None and lyrics.instrumental:
+                raise ValueError(f"instrumental track: its lyrics file {lrc.name} says so")
         method = "lrc" if lyrics is not None and lyrics.phrases else "vad"
         regions = vocal_regions(vocals, sr, lyrics if method == "lrc" else None)
         seconds = total_seconds(regions)
