@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,45 @@ def test_evaluation_refuses_leaked_singers_and_other_features(tiny_run: Path, qu
         check_compatible({**payload, "singers": [*payload["singers"], unseen]}, store, "run")
     with pytest.raises(CheckpointError, match="features"):
         check_compatible({**payload, "features": {**payload["features"], "n_mels": 80}}, store, "run")
+
+
+def test_evaluation_refuses_a_store_whose_test_tracks_were_trained_on(
+    tiny_run: Path, quick_store: Path, tmp_path: Path
+) -> None:
+    """A store made from a changed catalog can move a seen singer's train track into test_seen."""
+    from singerid.evaluation import check_compatible
+    from singerid.train import CheckpointError, load_checkpoint
+
+    payload = load_checkpoint(tiny_run / "best.pt")
+    moved = tmp_path / "moved store"
+    shutil.copytree(quick_store, moved)
+    index = json.loads((moved / "index.json").read_text(encoding="utf-8"))
+    track = next(t for t in index["tracks"] if t["split"] == "train")
+    track["split"] = "test_seen"
+    (moved / "index.json").write_text(json.dumps(index), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=f"1 test tracks of .* were trained on \\({track['track_id']}\\)"):
+        check_compatible(payload, FeatureStore(moved), "run")
+
+
+def test_trials_follow_the_test_tracks_of_the_store(quick_store: Path, tmp_path: Path) -> None:
+    """Evaluating a changed store into the same folder draws new trials instead of reusing stale ones."""
+    from singerid.evaluation import EvaluationOptions, MfccStatistics, evaluate_systems
+    from singerid.protocols import load_trials
+
+    shrunk = tmp_path / "shrunk store"
+    shutil.copytree(quick_store, shrunk)
+    index = json.loads((shrunk / "index.json").read_text(encoding="utf-8"))
+    dropped = sorted({t["singer_id"] for t in index["tracks"] if t["split"] == "test_seen"})[0]
+    index["tracks"] = [t for t in index["tracks"] if not (t["singer_id"] == dropped and t["split"] == "test_seen")]
+    (shrunk / "index.json").write_text(json.dumps(index), encoding="utf-8")
+    out = tmp_path / "eval"
+    info = {"name": "mfcc", "loss": "-", "setting": "-", "separation": "none", "kind": "mfcc"}
+    singers_per_run = []
+    for folder in (quick_store, shrunk):
+        store = FeatureStore(folder)
+        evaluate_systems([(info, MfccStatistics(store, 350))], store, out, EvaluationOptions(), progress=False)
+        newest = max(out.glob("trials-*.json"), key=lambda path: path.stat().st_mtime_ns)
+        groups = load_trials(newest).groups
+        singers_per_run.append(set(groups["seen"].singers) if "seen" in groups else set())
+    assert len(list(out.glob("trials-*.json"))) == 2
+    assert dropped in singers_per_run[0] and dropped not in singers_per_run[1]

@@ -27,7 +27,7 @@ from singerid.frontend import FrontendConfig
 from singerid.protocols import ProtocolConfig, TrackEmbeddings, Trials, evaluate, load_trials, make_trials, save_trials
 from singerid.report import write_report
 from singerid.store import FeatureStore
-from singerid.train import CheckpointError, build_model, load_checkpoint
+from singerid.train import CheckpointError, build_model, load_checkpoint, track_digests
 
 TEST_SPLITS = ("test_seen", "test_unseen")
 
@@ -136,8 +136,9 @@ def evaluate_systems(
         hop = options.hop_frames or embedder.crop_frames
         cache = out / f"embeddings-{info['name']}-{embedder.cache_key}-store{store_key}-hop{hop}.npz"
         tracks = test_embeddings(embedder, store, hop, cache, progress, info["name"])
-        if hop not in trials:  # one trial list per window layout and protocol, saved and reused
-            key = json.dumps({"hop": hop, "protocol": asdict(options.protocol)}, sort_keys=True)
+        if hop not in trials:  # one trial list per set of test windows and protocol, saved and reused
+            windows_per_track = sorted((t.track_id, t.singer_id, t.split, len(t.segments)) for t in tracks)
+            key = json.dumps({"windows": windows_per_track, "protocol": asdict(options.protocol)}, sort_keys=True)
             path = out / f"trials-{hashlib.sha1(key.encode()).hexdigest()[:8]}.json"
             trials[hop] = load_trials(path) if path.exists() else make_trials(tracks, options.protocol)
             if not path.exists():
@@ -150,7 +151,8 @@ def evaluate_systems(
 
 
 def check_compatible(payload: dict[str, Any], store: FeatureStore, source: str) -> None:
-    """A checkpoint scores a store only with the same log-mel settings and no trained singer among the unseen."""
+    """A checkpoint scores a store only with the same log-mel settings, no trained singer among the unseen and
+    no trained track among the test tracks (a store made from a changed catalog can move tracks between splits)."""
     features = FeatureConfig(**payload["features"])
     if features != store.features:
         raise CheckpointError(f"{source}: trained on features {features}, but {store.folder} holds {store.features}")
@@ -159,6 +161,14 @@ def check_compatible(payload: dict[str, Any], store: FeatureStore, source: str) 
         raise CheckpointError(
             f"{source}: {len(leaked)} 'unseen' test singers of {store.folder} were trained on ({', '.join(leaked[:5])})"
         )
+    if "trained_tracks" in payload:  # checkpoints written before it was recorded skip this check
+        trained = set(payload["trained_tracks"].tolist())
+        test_ids = sorted({t.track_id for t in store.tracks if t.split in TEST_SPLITS})
+        leaked = [track for track, digest in zip(test_ids, track_digests(test_ids).tolist()) if digest in trained]
+        if leaked:
+            raise CheckpointError(
+                f"{source}: {len(leaked)} test tracks of {store.folder} were trained on ({', '.join(leaked[:5])})"
+            )
 
 
 def evaluate_run(

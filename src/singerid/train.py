@@ -12,9 +12,11 @@ scheduler, epoch and RNG states (batches and crops are seeded by (seed, epoch), 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import random
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -146,6 +148,14 @@ def training_singers(store: FeatureStore) -> tuple[list[str], list[list[int]]]:
     return singers, [tracks[s] for s in singers]
 
 
+def track_digests(track_ids: Sequence[str]) -> torch.Tensor:
+    """64-bit digests of track ids (int64): a compact record of which tracks a checkpoint was trained on."""
+    digests = [
+        int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little", signed=True) for t in track_ids
+    ]
+    return torch.tensor(digests, dtype=torch.int64)
+
+
 def evenly_spaced_crops(frames: int, crop: int, count: int) -> list[int]:
     if frames <= crop:
         return [0]
@@ -270,6 +280,8 @@ def train(
     singers, singer_tracks = training_singers(store)
     if len(singers) < 2:
         raise ValueError(f"{store_path}: needs at least 2 singers with train tracks, has {len(singers)}")
+    # train tracks are learned from and val tracks choose the best checkpoint: neither may be a test track later
+    trained_tracks = track_digests(sorted(t.track_id for t in store.tracks if t.split in ("train", "val")))
     loop = config.train
     torch.manual_seed(loop.seed)
     model = build_model(config, store.features.n_mels).to(device)
@@ -373,6 +385,7 @@ def train(
                 "features": asdict(store.features),
                 "frontend": store.header.frontend,
                 "singers": singers,
+                "trained_tracks": trained_tracks,
                 "model": core.state_dict(),
                 "loss": loss_fn.state_dict(),
                 "optimizer": optimizer.state_dict(),
