@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from singerid.audio import load_audio, write_audio
 from singerid.features import FeatureConfig, log_mel
+from singerid.lyrics import detect_vocal_activity
 from singerid.parallel import limit_threads
 from singerid.separation import RepetSim
 from singerid.synth import SynthConfig, plan_catalog, render_track
@@ -95,8 +96,14 @@ def test_front_end_real_time_factor(songs: dict[str, Path]) -> None:
             f"| {t_base / t_ours:.2f}x | {SECONDS / t_decode:.0f}x ({t_decode * 1000:.0f}) | {t_base / t_decode:.2f}x |"
         )
     mp3 = songs["MP3 44.1 kHz stereo"]
-    separator = RepetSim()
     wave = load_audio(mp3, 16000)
+    t_front = best_of(ours, mp3)
+    t_detect = best_of(detect_vocal_activity, wave, 16000, repeats=3)
+    print(
+        f"vocal-activity detector (tracks without lyrics), accompanied MP3: {SECONDS / t_detect:.0f}x real time "
+        f"({t_detect * 1000:.0f} ms; {t_detect / t_front:.1f}x the decode + log-mel time of the same track)"
+    )
+    separator = RepetSim()
     t_repet = best_of(lambda: log_mel(separator.separate(load_audio(mp3, 16000), 16000), config), repeats=3)
     t_sep_only = best_of(separator.separate, wave, 16000, repeats=3)
     print(f"MP3 with REPET: {SECONDS / t_repet:.0f}x real time (separation alone {SECONDS / t_sep_only:.0f}x)")

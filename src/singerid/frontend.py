@@ -62,7 +62,9 @@ class TrackFrontend:
             if lyrics is not None and lyrics.instrumental:
                 raise ValueError(f"instrumental track: its lyrics file {lrc.name} says so")
         method = "lrc" if lyrics is not None and lyrics.phrases else "vad"
-        regions = vocal_regions(vocals, sr, lyrics if method == "lrc" else None)
+        # the detector weighs the separated vocals against the mixture (without a separator it makes its own)
+        separated = None if self.frontend.separation == "none" else vocals
+        regions = vocal_regions(wave, sr, lyrics if method == "lrc" else None, vocals=separated)
         seconds = total_seconds(regions)
         if seconds < self.frontend.min_voice_seconds:
             raise ValueError(

@@ -1,8 +1,8 @@
 """Vocal regions of a track: LRC lyric phrases when there are lyrics, else an unsupervised activity detector.
 
 `read_lrc` / `parse_lrc` turn time-stamped lyrics into sorted, non-overlapping `Phrase` intervals; malformed
-lines are skipped and counted, never fatal. `detect_vocal_activity` finds sung regions in a (vocal-separated)
-mono signal. `vocal_regions` picks between the two for one track.
+lines are skipped and counted, never fatal. `detect_vocal_activity` finds sung regions in a mono mixture, keyed
+on the share of a separated vocal estimate in it. `vocal_regions` picks between the two for one track.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import scipy.fft
 import scipy.ndimage
+
+from singerid.separation import RepetSim
 
 __all__ = [
     "Lyrics",
@@ -217,6 +219,16 @@ F0_RANGE_HZ = (80.0, 1000.0)
 SILENCE_FLOOR_DB = -65.0  # band mean square re full scale; quieter frames are never voice
 LOUD_RANGE_DB = 25.0  # frames within this range of the track's loud level always count as loud
 VOICING_THRESHOLD = 0.45  # normalised autocorrelation peak of a voiced frame
+# Voice-band energy of the separated vocal estimate re the mixture's: -5 dB means the estimate holds about a third
+# of the energy. Accompaniment alone, which the separator takes as background, stays well below it.
+VOCAL_SHARE_DB = -5.0
+# A track is accompanied when it is loud in this share of the frames between its first and last loud frame;
+# singing alone (a cappella, vocal exercises) pauses between phrases, and there the share is not needed: a
+# separator would take a sustained or repeated note for background.
+ACCOMPANIED_COVERAGE = 0.85
+# ... and when the share keeps at least this fraction of the loud, harmonic frames; less means the separator took
+# the voice itself for background (one long note), and the share is not used either.
+MIN_VOICED_FRACTION = 0.25
 SMOOTHING_SECONDS = 0.11
 _FRAMES_PER_CHUNK = 4096
 
@@ -286,32 +298,33 @@ def _regions_from_mask(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def detect_vocal_activity(
-    wave: np.ndarray, sample_rate: int, *, min_region: float = 0.5, min_gap: float = 0.3
+    wave: np.ndarray,
+    sample_rate: int,
+    *,
+    vocals: np.ndarray | None = None,
+    min_region: float = 0.5,
+    min_gap: float = 0.3,
 ) -> list[tuple[float, float]]:
-    """Sung regions (start, end) in seconds of a mono signal, found without lyrics or training.
+    """Sung regions (start, end) in seconds of a mono mixture, found without lyrics or training.
 
-    Method: 40 ms Hann frames at a 10 ms hop. Per frame, (1) the log energy in the voice band 150 Hz-5 kHz,
-    (2) the harmonicity: the highest interior peak, at lags of F0 80-1000 Hz, of the autocorrelation of the
-    band-limited, half-whitened spectrum (power over the square root of its 1.2 kHz-smoothed envelope, so
-    coloured noise does not pass as periodic), normalised by lag 0 and by the window's own autocorrelation
-    (Boersma 1993). A frame is
-    loud when its energy is above the silence floor (-65 dB) and above the lower of Otsu's threshold over
-    the track's energies and the track's loud level (95th percentile) minus 25 dB, so the threshold adapts to
-    the track yet keeps quiet phrases of a track that is sung throughout. A frame is singing when loud and
-    harmonicity > 0.45 (noise stays near 0). The decision is median-smoothed over 110 ms, gaps shorter than
-    `min_gap` are closed and regions shorter than `min_region` dropped. Expects a float signal in [-1, 1]
-    (integer samples are scaled); any sample rate, 16 kHz intended.
+    Harmonic accompaniment (piano, guitar, strings) is as loud and as periodic as a voice, so loudness and
+    periodicity alone mark nearly a whole song as sung. The deciding cue is the share of the voice in the
+    mixture: `vocals` is a separated vocal estimate of `wave` (REPET-SIM's when not given); a frame can only be
+    sung where the estimate holds at least VOCAL_SHARE_DB (-5 dB) of the mixture's voice-band energy, which
+    the repeating accompaniment of an intro or interlude does not.
+
+    Method: 40 ms Hann frames at a 10 ms hop. Per frame, (1) the log energy in the voice band 150 Hz-5 kHz of
+    the mixture and of the vocal estimate, (2) the harmonicity of the mixture: the highest interior peak, at
+    lags of F0 80-1000 Hz, of the autocorrelation of the band-limited, half-whitened spectrum (power over the
+    square root of its 1.2 kHz-smoothed envelope, so coloured noise does not pass as periodic), normalised by
+    lag 0 and by the window's own autocorrelation (Boersma 1993). A frame is loud when its energy is above the
+    silence floor (-65 dB) and above the lower of Otsu's threshold over the track's energies and the track's
+    loud level (95th percentile) minus 25 dB. A frame is singing when loud, harmonic (> 0.45; noise stays
+    near 0) and its vocal share (median over 110 ms) is at least -5 dB. The decision is median-smoothed over
+    110 ms, gaps shorter than `min_gap` are closed and regions shorter than `min_region` dropped. Expects a
+    float signal in [-1, 1] (integer samples are scaled); any sample rate, 16 kHz intended.
     """
-    samples = np.asarray(wave)
-    if samples.ndim != 1:
-        raise ValueError(f"wave must be mono (1-D), got shape {samples.shape}")
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    if np.issubdtype(samples.dtype, np.integer):
-        samples = samples / float(np.iinfo(samples.dtype).max)
-    samples = samples.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(samples)):
-        raise ValueError("wave contains NaN or infinite samples")
+    samples = _float_samples(wave, sample_rate)
     duration = len(samples) / sample_rate
     if duration < min_region or duration == 0 or not np.any(samples):
         return []
@@ -320,10 +333,21 @@ def detect_vocal_activity(
     audible = energy_db > SILENCE_FLOOR_DB
     if not np.any(audible):
         return []
-    loud_level = float(np.percentile(energy_db[audible], 95))
-    threshold = min(_otsu_threshold(energy_db), loud_level - LOUD_RANGE_DB)
-    singing = audible & (energy_db > threshold) & (harmonicity > VOICING_THRESHOLD)
     smoothing = max(1, round(SMOOTHING_SECONDS / HOP_SECONDS)) | 1
+    loud_level = float(np.percentile(energy_db[audible], 95))
+    loud = audible & (energy_db > min(_otsu_threshold(energy_db), loud_level - LOUD_RANGE_DB))
+    singing = loud & (harmonicity > VOICING_THRESHOLD)
+    loud_frames = np.flatnonzero(loud)
+    if loud[loud_frames[0] : loud_frames[-1] + 1].mean() >= ACCOMPANIED_COVERAGE:
+        if vocals is None:
+            vocals = RepetSim().separate(samples, sample_rate)
+        vocals = _float_samples(vocals, sample_rate)
+        if vocals.shape != samples.shape:
+            raise ValueError(f"vocals has shape {vocals.shape}, the mixture {samples.shape}")
+        share = scipy.ndimage.median_filter(_frame_features(vocals, sample_rate)[0] - energy_db, size=smoothing)
+        voiced = singing & (share >= VOCAL_SHARE_DB)
+        if voiced.sum() >= MIN_VOICED_FRACTION * singing.sum():
+            singing = voiced
     singing = scipy.ndimage.median_filter(singing.astype(np.uint8), size=smoothing, mode="nearest") > 0
 
     starts, ends = _regions_from_mask(singing)
@@ -337,6 +361,21 @@ def detect_vocal_activity(
     end_times = end_times[np.concatenate([keep_boundary, [True]])]
     long_enough = end_times - start_times >= min_region
     return [(float(s), float(e)) for s, e in zip(start_times[long_enough], end_times[long_enough], strict=True)]
+
+
+def _float_samples(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """A mono signal as float32 in [-1, 1] (integer samples scaled); ValueError for bad shapes or values."""
+    samples = np.asarray(wave)
+    if samples.ndim != 1:
+        raise ValueError(f"wave must be mono (1-D), got shape {samples.shape}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if np.issubdtype(samples.dtype, np.integer):
+        samples = samples / float(np.iinfo(samples.dtype).max)
+    samples = samples.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(samples)):
+        raise ValueError("wave contains NaN or infinite samples")
+    return samples
 
 
 def total_seconds(regions: Sequence[tuple[float, float]]) -> float:
@@ -353,12 +392,17 @@ def total_seconds(regions: Sequence[tuple[float, float]]) -> float:
 
 
 def vocal_regions(
-    wave: np.ndarray, sample_rate: int, lyrics: Lyrics | None = None, **detector_options: float
+    wave: np.ndarray,
+    sample_rate: int,
+    lyrics: Lyrics | None = None,
+    *,
+    vocals: np.ndarray | None = None,
+    **detector_options: float,
 ) -> list[tuple[float, float]]:
     """Vocal regions of one track: its lyric phrases (touching ones joined, cut to the signal) when there
-    are any, else `detect_vocal_activity(wave, sample_rate, **detector_options)`."""
+    are any, else `detect_vocal_activity(wave, sample_rate, vocals=vocals, **detector_options)`."""
     if lyrics is None or not lyrics.phrases:
-        return detect_vocal_activity(wave, sample_rate, **detector_options)
+        return detect_vocal_activity(wave, sample_rate, vocals=vocals, **detector_options)
     duration = len(wave) / sample_rate
     regions: list[tuple[float, float]] = []
     for start, end in lyrics.regions:
