@@ -254,6 +254,9 @@ def test_scale_is_clamped_positive() -> None:
     output = loss(embeddings, labels)
     # With w clamped to ~0 every logit equals the bias: loss = log(N).
     assert output.loss.item() == pytest.approx(math.log(SINGERS), rel=1e-4)
+    # ... yet w still gets a gradient (growing w lowers the loss), so it can climb back above the floor
+    output.loss.backward()
+    assert loss.affine.scale.grad is not None and loss.affine.scale.grad.item() < 0
 
 
 @pytest.mark.parametrize("name", LOSSES.names())

@@ -114,7 +114,10 @@ def euclidean_matrix(rows: Tensor, columns: Tensor) -> Tensor:
 
 
 class LearnableAffine(nn.Module):
-    """S = w * similarity + b with learnable w (clamped to stay > 0) and b."""
+    """S = w * similarity + b with learnable w (clamped to stay > 0) and b.
+
+    The clamp passes gradients straight through, so a scale pushed below the floor can still recover (a plain
+    clamp would give it zero gradient forever)."""
 
     def __init__(self, init_scale: float, init_bias: float) -> None:
         super().__init__()
@@ -122,7 +125,8 @@ class LearnableAffine(nn.Module):
         self.bias = nn.Parameter(torch.tensor(float(init_bias)))
 
     def forward(self, similarity: Tensor) -> Tensor:
-        return self.scale.clamp(min=MIN_SCALE) * similarity + self.bias
+        scale = self.scale + (self.scale.clamp(min=MIN_SCALE) - self.scale).detach()
+        return scale * similarity + self.bias
 
 
 def check_scale_options(init_scale: float) -> None:
