@@ -205,7 +205,9 @@ def _pack(store: Path, header: StoreHeader, new_tracks: list[Track]) -> None:
             write_shard(store, shard, np.concatenate(buffer))
             header.shards.append(buffered)
             shard, buffer, buffered = shard + 1, [], 0
-        header.tracks.append(StoredTrack(**record["track"], shard=shard, offset=buffered, frames=len(frames)))
+        # the split is this run's (parts of an interrupted run may hold an older draw of a changed catalog)
+        stored = {**record["track"], "split": track.split}
+        header.tracks.append(StoredTrack(**stored, shard=shard, offset=buffered, frames=len(frames)))
         buffer.append(frames)
         buffered += len(frames)
     if buffer:
