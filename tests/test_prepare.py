@@ -217,3 +217,28 @@ def test_a_grown_catalog_keeps_each_stored_singers_role(tmp_path: Path) -> None:
     moved = {t.track_id for t in store.tracks} & {r["track_id"] for r in rows[-3:] if r["singer_id"] == unseen[-1]}
     assert moved  # the later tracks are in the store ...
     assert {t.split for t in store.tracks if t.singer_id == unseen[-1]} == {"test_unseen"}  # ... still unseen
+
+
+def test_parts_of_an_interrupted_run_take_the_resumed_runs_splits(
+    quick_catalog: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A catalog whose splits change while a run is interrupted: finished parts follow the new catalog."""
+    rows = catalog_rows(quick_catalog)
+    first, later = tmp_path / "first.csv", tmp_path / "later splits.csv"
+    flipped = {"train": "val", "val": "train"}
+    for path, split_of in (
+        (first, lambda row: row["split"]),
+        (later, lambda row: flipped.get(row["split"], row["split"])),
+    ):
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            for row in rows:
+                paths = {key: str(quick_catalog / row[key]) for key in ("path", "lrc_path") if row[key]}
+                writer.writerow({**row, **paths, "split": split_of(row)})
+    interrupt_after(30, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(first, tmp_path / "store", workers=1, progress=False)
+    prepare(later, tmp_path / "store", workers=1, progress=False)
+    expected = {row["track_id"]: flipped.get(row["split"], row["split"]) for row in rows}
+    assert {t.track_id: t.split for t in FeatureStore(tmp_path / "store").tracks} == expected
