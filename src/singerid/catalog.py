@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import csv
 import random
+import unicodedata
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 
 AUDIO_SUFFIXES = frozenset(
     {
@@ -81,22 +83,67 @@ def read_metadata(path: Path) -> list[Track]:
             raise CatalogError(f"{path}:{line}: duplicate track_id '{track_id}'")
         seen.add(track_id)
         lrc = (row.get("lrc_path") or "").strip()
-        tracks.append(Track(row["singer_id"].strip(), track_id, root / row["path"], root / lrc if lrc else None, split))
+        audio = resolve_path(root, row["path"])
+        tracks.append(Track(row["singer_id"].strip(), track_id, audio, resolve_path(root, lrc) if lrc else None, split))
     return tracks
 
 
+def resolve_path(root: Path, written: str) -> Path:
+    """A path as a metadata.csv writes it, relative to `root` (or absolute). When it does not exist as written,
+    the forms other tools write are tried: Windows separators, stray spaces around the field, and the other
+    Unicode normalisation of accented names (macOS hands out NFD names, most editors write NFC)."""
+    as_written = root / written
+    if as_written.exists():
+        return as_written
+    current = root
+    for part in PurePath(written.strip().replace("\\", "/")).parts:
+        candidate = current / part
+        if not candidate.exists():
+            key = unicodedata.normalize("NFC", part)
+            try:
+                candidate = next(c for c in current.iterdir() if unicodedata.normalize("NFC", c.name) == key)
+            except (StopIteration, OSError):
+                return as_written
+        current = candidate
+    return current
+
+
 def scan_folder(root: Path) -> list[Track]:
-    """Finds audio files under root/<singer>/...; a same-named .lrc beside a file is its lyrics."""
-    tracks = []
+    """Finds audio files under root/<singer>/...; a same-named .lrc beside a file is its lyrics.
+
+    Hidden files and folders (names starting with '.', such as the '._song.mp3' resource forks macOS leaves on
+    other disks) are not tracks. A song found in several formats ('Song.flac' and 'Song.mp3' side by side) is
+    one track, read from the first of LOSSLESS_FIRST's suffixes present; a warning names the others."""
+    tracks, duplicates = [], []
     for singer_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found: dict[str, list[Path]] = defaultdict(list)
         for audio in sorted(p for p in singer_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+            if not any(part.startswith(".") for part in audio.relative_to(singer_dir).parts):
+                found[audio.relative_to(root).with_suffix("").as_posix()].append(audio)
+        for track_id, files in found.items():
+            audio = min(files, key=_format_preference)
+            duplicates += [f for f in files if f != audio]
             lrc = next(
                 (c for c in audio.parent.glob(f"{glob_escape(audio.stem)}.*") if c.suffix.lower() == ".lrc"),
                 None,
             )
-            track_id = audio.relative_to(root).with_suffix("").as_posix()
             tracks.append(Track(singer_dir.name, track_id, audio, lrc, ""))
+    if duplicates:
+        names = ", ".join(str(f.relative_to(root)) for f in duplicates[:3])
+        warnings.warn(
+            f"{root}: {len(duplicates)} files are another format of a track found already, not read: {names}"
+            + (", ..." if len(duplicates) > 3 else ""),
+            stacklevel=2,
+        )
     return tracks
+
+
+LOSSLESS_FIRST = (".flac", ".wav", ".aiff", ".aif")
+
+
+def _format_preference(path: Path) -> tuple[int, str]:
+    suffix = path.suffix.lower()
+    return (LOSSLESS_FIRST.index(suffix) if suffix in LOSSLESS_FIRST else len(LOSSLESS_FIRST), path.name)
 
 
 def glob_escape(name: str) -> str:
