@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -127,14 +129,22 @@ def test_library_commands_enroll_identify_verify_similar(
         )
         == 0
     )
-    assert "4 singers enrolled" in capsys.readouterr().out
     store = FeatureStore(quick_store)
     track = next(t for t in store.tracks if t.split == "test_seen")
+    out = capsys.readouterr().out
+    assert "4 singers enrolled" in out and "open-set threshold" in out and "calibrated" in out
+    from singerid.library import SingerLibrary
+
+    calibrated = SingerLibrary.open(library).threshold
+    assert calibrated is not None and -1.0 < calibrated < 1.0
     assert main(["identify", str(library), track.source, "--top-k", "4"]) == 0
     line = capsys.readouterr().out
-    assert track.source in line and line.count("(") == 4  # four candidates with scores
+    assert track.source in line and len(re.findall(r"s\d{3} \((-?[0-9.]+)\)", line)) == 4  # four candidates
     main(["verify", str(library), track.source, "--singer", track.singer_id, "--threshold", "-1"])
     assert "accepted" in capsys.readouterr().out
+    name = track.singer_id.upper()  # a typo: the message says which singers are near
+    assert main(["verify", str(library), track.source, "--singer", name]) == 2
+    assert f"did you mean '{track.singer_id}'" in capsys.readouterr().err
     strict = tmp_path / "strict library"  # open set: a threshold above any cosine turns every query away
     assert (
         main(
@@ -155,13 +165,38 @@ def test_library_commands_enroll_identify_verify_similar(
     )
     capsys.readouterr()
     assert main(["identify", str(strict), track.source]) == 0
-    assert "unknown singer" in capsys.readouterr().out
+    assert "unknown singer (below the threshold 1.010); closest: " in capsys.readouterr().out
     assert main(["similar", str(library), track.singer_id, "--top-k", "2"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
     assert main(["similar", str(library), "nobody"]) == 2  # one line, no traceback
     assert "not enrolled" in capsys.readouterr().err
-    assert main(["embed", str(tiny_run / "best.pt"), track.source, "--out", str(tmp_path / "e.npz")]) == 0
+    empty = tmp_path / "empty song.mp3"
+    empty.write_bytes(b"")
+    assert main(["embed", str(tiny_run / "best.pt"), track.source, str(empty), "--out", str(tmp_path / "e.npz")]) == 0
     assert np.load(tmp_path / "e.npz")[track.source].shape == (32,)
+    assert f"embed: skipped {empty}: empty file" in capsys.readouterr().err
+    with socket.socket() as taken:  # the service's port is in use: one line, no traceback
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["serve", str(library), "--port", str(taken.getsockname()[1])]) == 2
+    assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
+
+
+def test_enroll_from_a_catalog_skips_files_it_cannot_use(tiny_run: Path, quick_catalog: Path, tmp_path: Path, capsys):
+    rows = list(csv.DictReader((quick_catalog / "metadata.csv").open(encoding="utf-8")))
+    absolute = {"path", "lrc_path"}
+    rows = [{**r, **{k: str(quick_catalog / r[k]) for k in absolute}} for r in rows if r["split"] == "test_seen"]
+    (tmp_path / "broken.mp3").write_bytes(b"not audio at all" * 100)
+    rows.append({**rows[0], "track_id": "broken", "path": str(tmp_path / "broken.mp3")})
+    with (tmp_path / "metadata.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    library = tmp_path / "library"
+    assert main(["enroll", str(library), "--checkpoint", str(tiny_run / "best.pt"), "--catalog", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert f"enroll: skipped {tmp_path / 'broken.mp3'}: not a readable audio file" in captured.err
+    assert f"({len(rows) - 1} tracks, 1 skipped)" in captured.out
 
 
 def test_export_and_trial_list_scoring(tiny_run: Path, quick_store: Path, tmp_path: Path, capsys) -> None:

@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from singerid.library import LibraryError, Match, SingerLibrary, Verification
+from singerid.library import LibraryError, Match, SingerLibrary, Verification, singer_key, track_scores
 
 DIM = 64
 SINGERS = 50
@@ -275,3 +276,33 @@ def test_import_singerid_works_without_faiss():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert "pip install singerid[library]" in result.stdout
+
+
+def test_track_scores_leave_one_track_out_and_best_impostor() -> None:
+    """Hand-checkable case: singer a has tracks along e0 and e1, b along e2, c one track along e0 + e2."""
+    e = np.eye(4, dtype=np.float32)
+    tracks = {
+        "a": [np.stack([e[0], e[0]]), e[1][None]],  # two tracks: (e0), (e1)
+        "b": [e[2][None], e[2][None]],
+        "c": [unit(e[0] + e[2])[None]],  # one track: no target score
+    }
+    targets, impostors = track_scores(tracks)
+    # a: e0 against the centroid of its other track (e1) -> 0; e1 against e0 -> 0; b: e2 against e2 -> 1, twice
+    assert sorted(targets.tolist()) == pytest.approx([0.0, 0.0, 1.0, 1.0])
+    # centroids: a = unit(e0 + e1), b = e2, c = unit(e0 + e2); each track against the closest other singer
+    r = 1 / np.sqrt(2)
+    expected = [max(0.0, r), max(0.0, 0.0), max(r, 0.0), max(r, 0.0), max(0.5, r)]  # a0, a1, b0, b1, c0
+    assert sorted(impostors.tolist()) == pytest.approx(sorted(expected))
+    assert track_scores({"solo": [e[0][None], e[1][None]]})[1].size == 0  # no impostor without a second singer
+
+
+def test_singer_ids_match_in_any_unicode_form(clusters) -> None:
+    library = SingerLibrary(DIM)
+    decomposed = unicodedata.normalize("NFD", "Sigur Rós")  # as a macOS folder name gives it
+    library.enroll(decomposed, clusters["singer00"])
+    library.enroll("Beyoncé", clusters["singer01"])
+    assert "Sigur Rós" in library and library.singers == [singer_key("Sigur Rós"), "Beyoncé"]
+    assert library.verify("Sigur Rós", clusters["singer00"][0], threshold=0.5).accepted
+    assert library.similar(decomposed, top_k=1)[0].singer_id == "Beyoncé"
+    with pytest.raises(KeyError, match="did you mean 'Beyoncé'"):
+        library.verify("Beyonce", clusters["singer01"][0], threshold=0.5)

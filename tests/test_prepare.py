@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -168,9 +173,12 @@ def test_repet_store_and_settings_guard(quick_catalog: Path, tmp_path: Path, cap
 def test_missing_weights_and_paths_are_clear(quick_catalog: Path, tmp_path: Path, capsys) -> None:
     assert main(["prepare", str(tmp_path / "nowhere"), str(tmp_path / "s")]) == 2
     assert "nowhere" in capsys.readouterr().err
-    assert main(["prepare", str(quick_catalog), str(tmp_path / "d"), "--separation", "demucs", "--workers", "1"]) == 2
-    assert "weights" in capsys.readouterr().err
-    shutil.rmtree(tmp_path / "d", ignore_errors=True)
+    for separation, reason in (("demucs", "weights"), ("spleeter", "unknown separator 'spleeter'")):
+        store = tmp_path / separation
+        assert main(["prepare", str(quick_catalog), str(store), "--separation", separation, "--workers", "2"]) == 2
+        err = capsys.readouterr().err
+        assert reason in err and "Traceback" not in err
+        assert not store.exists()  # nothing is left that a rerun with other settings would trip over
 
 
 def test_interrupted_parts_keep_their_settings_and_rejects_can_be_retried(
@@ -242,3 +250,43 @@ def test_parts_of_an_interrupted_run_take_the_resumed_runs_splits(
     prepare(later, tmp_path / "store", workers=1, progress=False)
     expected = {row["track_id"]: flipped.get(row["split"], row["split"]) for row in rows}
     assert {t.track_id: t.split for t in FeatureStore(tmp_path / "store").tracks} == expected
+
+
+def child_processes(pid: int) -> set[int]:
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            children |= {int(c) for c in (task / "children").read_text().split()}
+    return children
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_parallel_prepare_and_its_workers_at_once(quick_catalog: Path, tmp_path: Path, sig) -> None:
+    """Ctrl-C or `kill` in the middle of a run with worker processes: the command ends within seconds, says
+    how to resume, leaves no worker behind, and the rerun completes the store."""
+    store = tmp_path / "store"
+    command = [sys.executable, "-m", "singerid", "prepare", str(quick_catalog), str(store), "--workers", "2"]
+    process = subprocess.Popen([*command, "--separation", "repet"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+        workers = child_processes(process.pid) if (store / "parts").is_dir() else set()
+        time.sleep(0.02)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "finished work is kept, rerun the same command to resume" in err
+    time.sleep(0.5)
+    assert workers and not [pid for pid in workers if is_running(pid)]
+    assert not (store / "index.json").exists()
+    result = prepare(quick_catalog, store, FrontendConfig(separation="repet"), workers=2, progress=False)
+    stored = FeatureStore(store)
+    assert result.processed < 60 and len(stored) + len(stored.header.rejects) == 60

@@ -29,9 +29,26 @@ AUDIO_SUFFIXES = frozenset(
         ".aiff",
         ".wma",
         ".webm",
+        ".m4b",
+        ".mka",
+        ".mp2",
+        ".mpa",
+        ".ac3",
+        ".eac3",
+        ".dts",
+        ".wv",
+        ".ape",
+        ".tta",
+        ".caf",
+        ".au",
+        ".aifc",
+        ".spx",
+        ".amr",
     }
 )
 SPLITS = ("train", "val", "test_seen", "test_unseen")
+MIN_TRAIN_TRACKS = 3  # a seen test singer keeps this many tracks for train and val
+MIN_TEST_SINGERS = 4  # per test group, where the catalog has 4x as many singers
 TRAINING_SPLITS = ("train", "val")
 TEST_SPLITS = ("test_seen", "test_unseen")
 
@@ -84,7 +101,8 @@ def read_metadata(path: Path) -> list[Track]:
         seen.add(track_id)
         lrc = (row.get("lrc_path") or "").strip()
         audio = resolve_path(root, row["path"])
-        tracks.append(Track(row["singer_id"].strip(), track_id, audio, resolve_path(root, lrc) if lrc else None, split))
+        singer = unicodedata.normalize("NFC", row["singer_id"].strip())
+        tracks.append(Track(singer, track_id, audio, resolve_path(root, lrc) if lrc else None, split))
     return tracks
 
 
@@ -109,13 +127,15 @@ def resolve_path(root: Path, written: str) -> Path:
 
 
 def scan_folder(root: Path) -> list[Track]:
-    """Finds audio files under root/<singer>/...; a same-named .lrc beside a file is its lyrics.
+    """Finds audio files under root/<singer>/...; a same-named .lrc beside a file is its lyrics. Singer ids are
+    the folder names in Unicode NFC, so 'Sigur Rós' copied from a macOS disk (NFD) is the same singer.
 
     Hidden files and folders (names starting with '.', such as the '._song.mp3' resource forks macOS leaves on
     other disks) are not tracks. A song found in several formats ('Song.flac' and 'Song.mp3' side by side) is
     one track, read from the first of LOSSLESS_FIRST's suffixes present; a warning names the others."""
     tracks, duplicates = [], []
     for singer_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        singer = unicodedata.normalize("NFC", singer_dir.name)  # one singer, whatever form the file system gave
         found: dict[str, list[Path]] = defaultdict(list)
         for audio in sorted(p for p in singer_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
             if not any(part.startswith(".") for part in audio.relative_to(singer_dir).parts):
@@ -127,7 +147,7 @@ def scan_folder(root: Path) -> list[Track]:
                 (c for c in audio.parent.glob(f"{glob_escape(audio.stem)}.*") if c.suffix.lower() == ".lrc"),
                 None,
             )
-            tracks.append(Track(singer_dir.name, track_id, audio, lrc, ""))
+            tracks.append(Track(singer, track_id, audio, lrc, ""))
     if duplicates:
         names = ", ".join(str(f.relative_to(root)) for f in duplicates[:3])
         warnings.warn(
@@ -155,8 +175,9 @@ def assign_splits(tracks: list[Track], seed: int, unseen_fraction: float = 0.15,
     train/val 8:2 for the rest of the seen singers' tracks. Tracks that already have a split keep it.
 
     A singer can be a test singer only with at least 7 tracks (6 enrollment songs + 1 query song); a seen test
-    singer keeps at least 5 tracks for training. About `unseen_fraction` of singers become unseen and as many
-    seen singers get test tracks.
+    singer keeps at least MIN_TRAIN_TRACKS tracks for training, so singers with 10 tracks qualify. About
+    `unseen_fraction` of the singers become unseen and as many seen singers get test tracks, at least
+    MIN_TEST_SINGERS of each where the catalog has four times as many singers (fewer make no ranking).
     """
     by_singer: dict[str, list[Track]] = defaultdict(list)
     for track in tracks:
@@ -164,9 +185,9 @@ def assign_splits(tracks: list[Track], seed: int, unseen_fraction: float = 0.15,
     rng = random.Random(seed)
     singers = sorted(by_singer)
     rng.shuffle(singers)
-    count = round(unseen_fraction * len(singers))
+    count = max(round(unseen_fraction * len(singers)), min(MIN_TEST_SINGERS, len(singers) // 4))
     unseen = [s for s in singers if len(by_singer[s]) >= 7][:count]
-    seen_test = [s for s in singers if s not in unseen and len(by_singer[s]) >= 12][:count]
+    seen_test = [s for s in singers if s not in unseen and len(by_singer[s]) >= 7 + MIN_TRAIN_TRACKS][:count]
     decided: dict[str, str] = {}
     for singer in singers:
         open_tracks = [t for t in by_singer[singer] if not t.split]
@@ -175,7 +196,7 @@ def assign_splits(tracks: list[Track], seed: int, unseen_fraction: float = 0.15,
             decided.update((t.track_id, "test_unseen") for t in open_tracks)
             continue
         if singer in seen_test:
-            n_test = min(test_tracks, len(open_tracks) - 5)
+            n_test = min(test_tracks, len(open_tracks) - MIN_TRAIN_TRACKS)
             decided.update((t.track_id, "test_seen") for t in open_tracks[:n_test])
             open_tracks = open_tracks[n_test:]
         n_val = round(0.2 * len(open_tracks)) if len(open_tracks) >= 2 else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -52,7 +53,7 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")
     p.add_argument("--quick", action="store_true", help="a tiny catalog for tests: 6 singers, 5 tracks, 6 s")
-    p.set_defaults(handler=run_synth)
+    p.set_defaults(handler=run_synth, resumable=True)
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -132,7 +133,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", type=parse_shard, default=(1, 1), help="prepare only part K of N of the catalog")
     p.add_argument("--seed", type=int, default=0, help="seed for splits of a catalog that has none")
     p.add_argument("--retry-rejects", action="store_true", help="try the tracks that an earlier run rejected again")
-    p.set_defaults(handler=run_prepare)
+    p.set_defaults(handler=run_prepare, resumable=True)
 
 
 def run_prepare(args: argparse.Namespace) -> int:
@@ -216,7 +217,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML config (configs/demo.yaml, configs/paper/*.yaml)")
     add_overrides(p, "override config keys")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt exactly")
-    p.set_defaults(handler=run_train)
+    p.set_defaults(handler=run_train, resumable=True)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -254,7 +255,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials-per-singer", type=int, default=120, help="one-on-one verification trials per singer")
     p.add_argument("--seed", type=int, default=0, help="seed of the trial lists")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/eval-<store name>)")
-    p.set_defaults(handler=run_evaluate)
+    p.set_defaults(handler=run_evaluate, resumable=True)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -292,7 +293,7 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
     add_overrides(p, "overrides applied to every config")
     p.add_argument("--no-baselines", action="store_true", help="skip the untrained-network and MFCC baselines")
     p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes for prepare")
-    p.set_defaults(handler=run_experiment_command)
+    p.set_defaults(handler=run_experiment_command, resumable=True)
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:
@@ -350,13 +351,20 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--store", type=Path, help="feature store: enroll from its stored frames (fast)")
     source.add_argument("--catalog", type=Path, help="catalog: enroll from its audio files")
-    p.add_argument("--splits", default="", help="only tracks of these splits, comma-separated (default all)")
+    p.add_argument("--splits", default="", help="only tracks of these splits, comma-separated; empty: all")
     p.add_argument("--prototypes", type=int, default=1, help="prototypes per singer (k-means; 1 = the centroid)")
     p.add_argument(
         "--threshold",
         type=float,
         default=None,
-        help="open-set threshold (cosine): identify answers 'unknown singer' below it, verify accepts at it",
+        help="open-set threshold (cosine): identify answers 'unknown singer' below it, verify accepts at it; "
+        "default: calibrated on the enrolled tracks at --false-accepts",
+    )
+    p.add_argument(
+        "--false-accepts",
+        type=float,
+        default=0.01,
+        help="for the calibrated threshold: the share of files by an unknown singer that still match someone",
     )
     p.set_defaults(handler=run_enroll)
 
@@ -391,13 +399,23 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
 def run_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from singerid.audio import AudioError
     from singerid.encoder import SingerEncoder
 
     encoder = SingerEncoder.load(args.checkpoint)
-    embeddings = {str(path): encoder.embed_file(path) for path in args.files}
+    embeddings = {}
+    for path in args.files:
+        try:
+            embeddings[str(path)] = encoder.embed_file(path)
+        except AudioError as error:
+            print(f"embed: skipped {error}", file=sys.stderr)
     np.savez(args.out, **embeddings)
-    print(f"embed: {len(embeddings)} embeddings of {encoder.embedding_dim} dimensions written to {args.out}")
-    return 0
+    skipped = len(args.files) - len(embeddings)
+    print(
+        f"embed: {len(embeddings)} embeddings of {encoder.embedding_dim} dimensions written to {args.out}"
+        + (f"; {skipped} files skipped" if skipped else "")
+    )
+    return 0 if embeddings else 2
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -441,27 +459,34 @@ def open_library(path: Path):  # noqa: ANN201 - the library class lives in an op
 
 def run_enroll(args: argparse.Namespace) -> int:
     import numpy as np
+    from tqdm import tqdm
 
+    from singerid.audio import AudioError
     from singerid.encoder import SingerEncoder
-    from singerid.library import LibraryError, SingerLibrary
+    from singerid.library import LibraryError, SingerLibrary, track_scores
 
     encoder = SingerEncoder.load(args.checkpoint)
     splits = set(filter(None, args.splits.split(",")))
-    segments: dict[str, list] = {}
+    tracks: dict[str, list[np.ndarray]] = {}  # per singer, the segment embeddings of each track
+    skipped: list[str] = []
     if args.store:
         from singerid.store import FeatureStore
 
         store = FeatureStore(args.store)
         for i, t in enumerate(store.tracks):
             if not splits or t.split in splits:
-                segments.setdefault(t.singer_id, []).append(encoder.embed_frames(store.frames(i)))
+                tracks.setdefault(t.singer_id, []).append(encoder.embed_frames(store.frames(i)))
     else:
         from singerid.catalog import read_catalog
 
-        for t in read_catalog(args.catalog):
-            if not splits or t.split in splits:
+        chosen = [t for t in read_catalog(args.catalog) if not splits or t.split in splits]
+        for t in tqdm(chosen, desc="enroll", unit="track", leave=False):
+            try:
                 frames, _, _ = encoder.frontend.file_frames(t.audio_path, t.lrc_path)
-                segments.setdefault(t.singer_id, []).append(encoder.embed_frames(frames))
+            except AudioError as error:
+                skipped.append(str(error))
+                continue
+            tracks.setdefault(t.singer_id, []).append(encoder.embed_frames(frames))
     if (args.library / "library.json").exists():
         library = SingerLibrary.open(args.library)
         made_with = library.model_info.get("checkpoint")
@@ -470,21 +495,39 @@ def run_enroll(args: argparse.Namespace) -> int:
     else:
         model = {"checkpoint": str(args.checkpoint.resolve())}
         library = SingerLibrary(encoder.embedding_dim, args.prototypes, model_info=model)
-    for singer, parts in segments.items():
+    for singer, parts in tracks.items():
         library.enroll(singer, np.concatenate(parts))
     if args.threshold is not None:
         library.threshold = args.threshold
+        threshold = f"open-set threshold {library.threshold:.3f} (given)"
+    else:
+        targets, impostors = track_scores(tracks)
+        if len(targets) and len(impostors):
+            library.calibrate_threshold(targets, impostors, args.false_accepts)
+            threshold = (
+                f"open-set threshold {library.threshold:.3f}, calibrated on the enrolled tracks (leave one track "
+                f"out): an unknown singer's best match passes it for {100 * args.false_accepts:g} % of files"
+            )
+        else:
+            threshold = "no open-set threshold (calibrating one needs two singers and a singer with two tracks)"
     library.save(args.library)
-    print(f"enroll: {len(segments)} singers enrolled; library {args.library} holds {len(library)} singers")
+    for reason in skipped:
+        print(f"enroll: skipped {reason}", file=sys.stderr)
+    print(
+        f"enroll: {len(tracks)} singers enrolled ({sum(map(len, tracks.values()))} tracks, {len(skipped)} skipped); "
+        f"library {args.library} holds {len(library)} singers; {threshold}"
+    )
     return 0
 
 
 def run_identify(args: argparse.Namespace) -> int:
     library, encoder = open_library(args.library)
     for path in args.files:
-        matches = library.identify(encoder.embed_file(path), top_k=args.top_k)
-        found = ", ".join(f"{m.singer_id} ({m.score:.3f})" for m in matches) or "unknown singer (below threshold)"
-        print(f"{path}: {found}")
+        matches = library.identify(encoder.embed_file(path), top_k=args.top_k, open_set=False)
+        candidates = ", ".join(f"{m.singer_id} ({m.score:.3f})" for m in matches)
+        if library.threshold is not None and (not matches or matches[0].score < library.threshold):
+            candidates = f"unknown singer (below the threshold {library.threshold:.3f}); closest: {candidates}"
+        print(f"{path}: {candidates}")
     return 0
 
 
@@ -506,10 +549,13 @@ def run_similar(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from singerid.serve import make_server
+    from singerid.serve import ServeError, make_server
 
     library, encoder = open_library(args.library)
-    server = make_server(library, encoder.embed_wave, args.host, args.port)
+    try:
+        server = make_server(library, encoder.embed_wave, args.host, args.port)
+    except OSError as error:
+        raise ServeError(f"cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
     print(f"serve: {len(library)} singers on http://{args.host}:{server.server_address[1]} (Ctrl-C stops)")
     try:
         server.serve_forever()
@@ -527,7 +573,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", type=Path, nargs="?", default=Path("runs/demo"), help="folder for the demo's outputs")
     p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")
-    p.set_defaults(handler=run_demo)
+    p.set_defaults(handler=run_demo, resumable=True)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -569,6 +615,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from singerid.protocols import TrialListError
     from singerid.registry import RegistryError
     from singerid.separation import SeparationError
+    from singerid.serve import ServeError
     from singerid.store import StoreError
     from singerid.train import CheckpointError
 
@@ -580,6 +627,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         LyricsError,
         RegistryError,
         SeparationError,
+        ServeError,
         StoreError,
         TrialListError,
         FileNotFoundError,
@@ -599,6 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     handler: Handler = args.handler
     USER_ERRORS = _user_errors()
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a command as Ctrl-C does: its workers stop too
     try:
         return handler(args)
     except USER_ERRORS as error:
@@ -611,5 +660,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"singerid: error: {message} (SINGERID_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
+        resume = (
+            "; finished work is kept, rerun the same command to resume" if getattr(args, "resumable", False) else ""
+        )
+        print(f"interrupted{resume}", file=sys.stderr)
         return 130
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

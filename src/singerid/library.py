@@ -20,12 +20,14 @@ and the singers in order) and ``vectors.npy`` (all prototypes, float32, in the s
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import math
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -64,6 +66,44 @@ class Verification:
     score: float
     accepted: bool
     threshold: float
+
+
+def singer_key(singer_id: str) -> str:
+    """Singer ids are compared in Unicode NFC: 'Beyoncé' typed on one system equals 'Beyoncé' read from a
+    macOS (NFD) folder name."""
+    return unicodedata.normalize("NFC", singer_id)
+
+
+def track_scores(
+    tracks: Mapping[str, Sequence[np.ndarray]], max_queries: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Open-set calibration scores from enrollment data alone, at the level `identify` works on (a whole file).
+
+    ``tracks``: per singer, the (n, dim) segment embeddings of each of its tracks; a track's embedding is the
+    unit mean of its segments. Target scores: each track of a singer with two or more tracks against the
+    centroid of the singer's other tracks (leave one track out). Best-impostor scores: each track (at most
+    ``max_queries``, seeded) against the closest centroid of all other singers, which is what an unknown
+    singer's best match looks like. Returns (targets, best_impostors); either may be empty."""
+    per_singer = [_normalised(np.stack([t.mean(axis=0) for t in singer_tracks])) for singer_tracks in tracks.values()]
+    per_singer = [means for means in per_singer if len(means)]
+    targets = [np.zeros(0)]
+    for means in per_singer:
+        if len(means) >= 2:
+            without_each = _normalised(means.sum(axis=0, keepdims=True) - means)  # row i: centroid without track i
+            targets.append(np.sum(means * without_each, axis=1))
+    if len(per_singer) < 2:
+        return np.concatenate(targets), np.zeros(0)
+    centroids = _normalised(np.stack([means.mean(axis=0) for means in per_singer]))
+    queries = np.concatenate(per_singer)
+    owners = np.repeat(np.arange(len(per_singer)), [len(means) for means in per_singer])
+    chosen = np.random.default_rng(seed).permutation(len(queries))[:max_queries]
+    scores = queries[chosen] @ centroids.T
+    scores[np.arange(len(chosen)), owners[chosen]] = -np.inf
+    return np.concatenate(targets), scores.max(axis=1)
+
+
+def _normalised(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
 
 
 def _unit_rows(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
@@ -162,7 +202,7 @@ class SingerLibrary:
         return len(self._vectors)
 
     def __contains__(self, singer_id: object) -> bool:
-        return singer_id in self._vectors
+        return isinstance(singer_id, str) and singer_key(singer_id) in self._vectors
 
     def prototypes_of(self, singer_id: str) -> np.ndarray:
         """A copy of the singer's unit prototypes, shape (k, dim)."""
@@ -174,6 +214,7 @@ class SingerLibrary:
         """Enroll (or re-enroll, replacing) a singer from its (n, dim) segment embeddings."""
         if not isinstance(singer_id, str) or not singer_id:
             raise ValueError(f"singer_id must be a non-empty string, got {singer_id!r}")
+        singer_id = singer_key(singer_id)
         segments = _unit_rows(embeddings, self.dim, f"embeddings of {singer_id!r}")
         prototypes = self._fit_prototypes(segments)
         with self._lock:
@@ -188,7 +229,7 @@ class SingerLibrary:
         """Remove an enrolled singer; KeyError if it is not enrolled."""
         with self._lock:
             self._prototypes(singer_id)
-            del self._vectors[singer_id]
+            del self._vectors[singer_key(singer_id)]
             self._index = None
 
     def _fit_prototypes(self, segments: np.ndarray) -> np.ndarray:
@@ -216,9 +257,12 @@ class SingerLibrary:
 
     def _prototypes(self, singer_id: str) -> np.ndarray:
         try:
-            return self._vectors[singer_id]
+            return self._vectors[singer_key(singer_id)]
         except KeyError:
-            raise KeyError(f"singer {singer_id!r} is not enrolled in this library ({len(self)} singers)") from None
+            close = difflib.get_close_matches(singer_key(singer_id), list(self._vectors), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            message = f"singer {singer_id!r} is not enrolled in this library ({len(self)} singers){hint}"
+            raise KeyError(message) from None
 
     # -- the index -------------------------------------------------------------------------------------------
 
@@ -324,16 +368,16 @@ class SingerLibrary:
 
         ``threshold`` overrides the library's; one of the two must be set.
         """
+        with self._lock:
+            prototypes = self._prototypes(singer_id)
         threshold = self.threshold if threshold is None else float(threshold)
         if threshold is None:
             raise ValueError("no verification threshold: pass one, or set it with calibrate_threshold()")
         query = _unit_rows(embedding, self.dim, "embedding")
         if len(query) > 1:
             raise ValueError(f"verify takes one embedding of shape ({self.dim},), got {np.shape(embedding)}")
-        with self._lock:
-            prototypes = self._prototypes(singer_id)
         score = float(np.clip((prototypes @ query[0]).max(), -1.0, 1.0))
-        return Verification(singer_id, score, score >= threshold, threshold)
+        return Verification(singer_key(singer_id), score, score >= threshold, threshold)
 
     def similar(self, singer_id: str, top_k: int = 5) -> list[Match]:
         """Other singers closest to this one, best first; score = best cosine between their prototypes."""
@@ -346,7 +390,7 @@ class SingerLibrary:
             candidates = self._matches(owners.ravel(), scores.ravel())
         best: dict[str, float] = {}
         for match in candidates:
-            if match.singer_id != singer_id and match.score > best.get(match.singer_id, -math.inf):
+            if match.singer_id != singer_key(singer_id) and match.score > best.get(match.singer_id, -math.inf):
                 best[match.singer_id] = match.score
         ranked = sorted(best.items(), key=lambda item: -item[1])[:top_k]
         return [Match(singer, score) for singer, score in ranked]

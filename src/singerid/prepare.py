@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from singerid.catalog import Track, read_catalog
 from singerid.features import FeatureConfig
 from singerid.frontend import FrontendConfig, TrackFrontend
 from singerid.parallel import map_in_processes
+from singerid.separation import build_separator
 from singerid.store import (
     SHARD_FRAMES,
     Reject,
@@ -121,6 +123,7 @@ def prepare(
     if not 1 <= k <= n:
         raise ValueError(f"shard must be K/N with 1 <= K <= N, got {k}/{n}")
     tracks = [t for t in read_catalog(catalog, seed) if in_shard(t.track_id, shard)]
+    build_separator(frontend.separation, frontend.separator_weights)  # a bad name or weights file: say so here
     settings = asdict(frontend)
     store.mkdir(parents=True, exist_ok=True)
     parts = store / "parts"
@@ -142,8 +145,9 @@ def prepare(
     skipped = len(tracks) - len(todo)
     bar = tqdm(total=len(tracks), initial=skipped, desc="prepare", unit="track", disable=not progress)
     jobs = [(t, parts) for t in todo]
-    for _ in map_in_processes(_process, jobs, workers, _init_worker, (frontend, features)):
-        bar.update()
+    with closing(map_in_processes(_process, jobs, workers, _init_worker, (frontend, features))) as results:
+        for _ in results:
+            bar.update()
     bar.close()
     _pack(store, header, [t for t in tracks if t.track_id not in done])
     return PrepareResult(header, len(todo), skipped, time.perf_counter() - start_time)

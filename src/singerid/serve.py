@@ -11,7 +11,8 @@ Endpoints (every response is JSON; errors are ``{"error": "..."}`` and never a t
 ``POST /verify?singer_id=X``   body: audio -> ``{"singer_id", "score", "accepted", "threshold"}``
 ``GET  /similar?singer_id=X``  ``&top_k=5`` -> ``{"matches": [...]}``
 ``POST /enroll?singer_id=X``   body: audio -> ``{"enrolled": X, "singers": n}``; enrolls (or re-enrolls) the
-                               singer from the clip's embedding. The library is not saved: call ``save``.
+                               singer from the clip's embedding (``singerid serve`` saves the library when
+                               it stops, on Ctrl-C or SIGTERM).
 =============================  ===========================================================================
 
 Status codes: 400 bad audio, parameters or body; 404 unknown singer or path; 405 wrong method; 411 no
@@ -51,6 +52,10 @@ DRAIN_SECONDS = 2.0
 logger = logging.getLogger(__name__)
 
 Embed = Callable[[np.ndarray, int], np.ndarray]
+
+
+class ServeError(Exception):
+    """The service cannot start (e.g. its port is taken); the message says why."""
 
 
 class RequestError(Exception):

@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import unicodedata
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -250,8 +251,8 @@ def glottal_table(open_quotient: float) -> np.ndarray:
     rise = 0.66 * open_quotient
     fall = open_quotient - rise
     flow = np.where(x < rise, 0.5 * (1 - np.cos(np.pi * x / rise)), 0.0)
-    closing = (x >= rise) & (x < open_quotient)
-    flow[closing] = np.cos(0.5 * np.pi * (x[closing] - rise) / fall)
+    closing_phase = (x >= rise) & (x < open_quotient)
+    flow[closing_phase] = np.cos(0.5 * np.pi * (x[closing_phase] - rise) / fall)
     derivative = np.diff(flow, append=flow[0])
     derivative -= derivative.mean()
     return derivative / np.abs(derivative).max()
@@ -627,8 +628,9 @@ def synthesize(config: SynthConfig, out: Path, workers: int = 1, progress: bool 
     ]
     jobs = [(config, p, out) for p in todo]
     bar = tqdm(total=len(plans), initial=len(plans) - len(todo), desc="synth", unit="track", disable=not progress)
-    for _ in map_in_processes(_write_track_job, jobs, workers):
-        bar.update()
+    with closing(map_in_processes(_write_track_job, jobs, workers)) as results:
+        for _ in results:
+            bar.update()
     bar.close()
     metadata = out / "metadata.csv"
     temporary = metadata.with_name("metadata.csv.tmp")
