@@ -84,6 +84,11 @@ def test_metadata_errors_name_the_line(tmp_path: Path, rows: list[dict[str, str]
         read_catalog(tmp_path)
     with pytest.raises(CatalogError, match="no such file or folder"):
         read_catalog(tmp_path / "nowhere")
+    song = touch(tmp_path / "flat" / "song.mp3")
+    with pytest.raises(CatalogError, match="an audio file, not a catalog: a catalog is a folder with one folder per"):
+        read_catalog(song)
+    with pytest.raises(CatalogError, match="no audio tracks found .* the 1 audio files directly in it belong to no"):
+        read_catalog(song.parent)
 
 
 def test_split_rule_follows_the_paper(tmp_path: Path) -> None:

@@ -210,11 +210,14 @@ def test_export_and_trial_list_scoring(tiny_run: Path, quick_store: Path, tmp_pa
 
     store = FeatureStore(quick_store)
     tests = [t for t in store.tracks if t.split.startswith("test")]
-    lines = []
+    lines, pairs = [], []
     for a in tests[::7]:
         for b in tests[3::9]:
-            if a.track_id != b.track_id:
-                lines.append(f"{int(a.singer_id == b.singer_id)}\t{a.source}\t{b.source}")  # paths have spaces
+            if a.track_id != b.track_id:  # paths have spaces and apostrophes: tabs, or quotes
+                label = int(a.singer_id == b.singer_id)
+                quoted = f'{label} "{a.source}" "{b.source}"' if '"' not in a.source + b.source else None
+                lines.append(quoted if len(lines) % 2 and quoted else f"{label}\t{a.source}\t{b.source}")
+                pairs.append((str(label), a.source, b.source))
     assert {line[0] for line in lines} == {"0", "1"}
     (tmp_path / "trials.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert (
@@ -232,7 +235,11 @@ def test_export_and_trial_list_scoring(tiny_run: Path, quick_store: Path, tmp_pa
         == 0
     )
     assert f"{len(lines)} trials" in capsys.readouterr().out
-    assert len((tmp_path / "scores.txt").read_text(encoding="utf-8").splitlines()) == len(lines)
+    scored = [line.split("\t") for line in (tmp_path / "scores.txt").read_text(encoding="utf-8").splitlines()]
+    assert [tuple(fields[1:]) for fields in scored] == pairs and all(-1 <= float(f[0]) <= 1 for f in scored)
+    (tmp_path / "bad.txt").write_text(f"1 {tests[0].source} {tests[1].source}\n", encoding="utf-8")
+    assert main(["score-trials", str(tiny_run / "best.pt"), str(tmp_path / "bad.txt")]) == 2
+    assert "quote paths that hold spaces" in capsys.readouterr().err
 
 
 def test_evaluation_refuses_leaked_singers_and_other_features(tiny_run: Path, quick_store: Path) -> None:

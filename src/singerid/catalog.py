@@ -53,6 +53,9 @@ TRAINING_SPLITS = ("train", "val")
 TEST_SPLITS = ("test_seen", "test_unseen")
 
 
+LAYOUT = "a catalog is a folder with one folder per singer, CATALOG/<singer>/[<album>/]<track>.mp3, or a metadata.csv"
+
+
 class CatalogError(ValueError):
     """A catalog that cannot be read; the message names the file and the reason."""
 
@@ -73,9 +76,13 @@ def read_catalog(source: str | Path, seed: int = 0) -> list[Track]:
         raise CatalogError(f"{source}: no such file or folder")
     if source.is_dir() and (source / "metadata.csv").is_file():
         source = source / "metadata.csv"
+    if source.is_file() and source.suffix.lower() in AUDIO_SUFFIXES:
+        raise CatalogError(f"{source}: an audio file, not a catalog: {LAYOUT}")
     tracks = read_metadata(source) if source.is_file() else scan_folder(source)
     if not tracks:
-        raise CatalogError(f"{source}: no audio tracks found")
+        loose = [p for p in source.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES] if source.is_dir() else []
+        detail = f"; the {len(loose)} audio files directly in it belong to no singer" if loose else ""
+        raise CatalogError(f"{source}: no audio tracks found ({LAYOUT}){detail}")
     return assign_splits(tracks, seed) if any(not t.split for t in tracks) else tracks
 
 

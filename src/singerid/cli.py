@@ -15,6 +15,15 @@ from singerid import __version__
 Handler = Callable[[argparse.Namespace], int]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, except where there is none to show (None, empty, a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == "" or action.help is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _workers_default() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
@@ -28,7 +37,7 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
         help="write a procedural singing catalog (audio, LRC lyrics, metadata.csv)",
         description="Writes a procedural singing catalog: audio files, one LRC per track and metadata.csv with the "
         "paper's splits (seen singers: train/val 8:2 plus test tracks; unseen singers: test tracks only).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("out", type=Path, help="catalog folder to write (finished tracks are kept on a rerun)")
     p.add_argument("--singers", type=int, default=d.singers, help="number of singers, seen and unseen")
@@ -105,7 +114,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
         description="Decodes every track to 16 kHz mono, optionally separates the vocals, finds the vocal regions "
         "(LRC phrases, else a vocal-activity detector), and stores the 64-bin log-mel frames of those regions. "
         "A rerun resumes; tracks that cannot be used go to STORE/rejects.csv with the reason.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("catalog", type=Path, help="metadata.csv, a folder holding one, or a folder tree <singer>/...")
     p.add_argument("store", type=Path, help="feature store folder to write")
@@ -130,7 +139,9 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
         help="tracks with less voice are rejected",
     )
     p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")
-    p.add_argument("--shard", type=parse_shard, default=(1, 1), help="prepare only part K of N of the catalog")
+    p.add_argument(
+        "--shard", type=parse_shard, default=None, metavar="K/N", help="prepare only part K of N (default: all)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for splits of a catalog that has none")
     p.add_argument("--retry-rejects", action="store_true", help="try the tracks that an earlier run rejected again")
     p.set_defaults(handler=run_prepare, resumable=True)
@@ -152,7 +163,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         args.store,
         frontend,
         workers=args.workers,
-        shard=args.shard,
+        shard=args.shard or (1, 1),
         seed=args.seed,
         retry_rejects=args.retry_rejects,
     )
@@ -210,7 +221,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="train a singer-embedding model on a feature store",
         description="Trains the Thin ResNet34 + SAP on the store's train split with a metric loss and validates on "
         "its val split. Several GPUs or nodes: torchrun --nproc-per-node G -m singerid train STORE RUN ...",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("store", type=Path, help="feature store made by `singerid prepare`")
     p.add_argument("run", type=Path, help="run folder: config.yaml, last.pt, best.pt, log.csv, tensorboard/")
@@ -225,6 +236,12 @@ def run_train(args: argparse.Namespace) -> int:
     from singerid.train import train
 
     config = load_config(args.config, args.overrides)
+    if args.config is None:
+        print(
+            f"train: no --config: the paper's settings (N = {config.batch.singers} singers x M = "
+            f"{config.batch.segments}, {config.train.epochs} epochs); configs/ has smaller ones",
+            file=sys.stderr,
+        )
     if args.resume and not (args.run / "last.pt").exists():
         print(f"train: {args.run} has no last.pt to resume; starting a new run", file=sys.stderr)
     result = train(args.store, args.run, config, resume=args.resume)
@@ -244,7 +261,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         description="Embeds the store's test tracks with the run's checkpoint (and the untrained network and an "
         "MFCC-statistics baseline), scores seeded, saved trial lists, and writes results.json, Tables II-IV "
         "(markdown, CSV) and plots to RUN/eval-<store>/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("run", type=Path, help="run folder made by `singerid train`")
     p.add_argument("store", type=Path, help="feature store with test_seen / test_unseen tracks")
@@ -282,7 +299,7 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
         description="Runs every config (a YAML file, or every YAML in a folder) on every separation setting: "
         "prepares the stores from --catalog (or uses --store), trains each cell, evaluates it beside the baselines "
         "and writes OUT/report.md. A rerun skips finished cells and resumes a half-trained one.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("grid", type=Path, nargs="+", help="config files or folders of them (e.g. configs/paper)")
     p.add_argument("--out", type=Path, required=True, help="experiment folder")
@@ -318,7 +335,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
 
 
 def add_library_commands(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     p = sub.add_parser(
         "embed", help="embeddings of audio files (one per file, unit norm) to an .npz", formatter_class=fmt
     )
@@ -338,9 +355,14 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
         "score-trials", help="score a verification trial list (label path1 path2 per line): EER", formatter_class=fmt
     )
     p.add_argument("checkpoint", type=Path, help="RUN/best.pt")
-    p.add_argument("trials", type=Path, help="text file: 'label path1 path2' per line (label 1 target, 0 not)")
+    p.add_argument(
+        "trials",
+        type=Path,
+        help="text file: 'label path1 path2' per line (label 1 target, 0 not); paths with spaces: tab-separated "
+        "fields or quoted paths",
+    )
     p.add_argument("--root", type=Path, default=None, help="folder the paths are relative to (default: the list's)")
-    p.add_argument("--out", type=Path, default=None, help="write 'score label path1 path2' per line here")
+    p.add_argument("--out", type=Path, default=None, help="write 'score label path1 path2' per line here (tabs)")
     p.set_defaults(handler=run_score_trials)
 
     p = sub.add_parser(
@@ -368,31 +390,33 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(handler=run_enroll)
 
+    library_help = "library folder made by `singerid enroll`"
     p = sub.add_parser("identify", help="who sings these files: the closest singers of a library", formatter_class=fmt)
-    p.add_argument("library", type=Path)
-    p.add_argument("files", type=Path, nargs="+")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("library", type=Path, help=library_help)
+    p.add_argument("files", type=Path, nargs="+", help="audio files (a same-named .lrc beside a file gives its lyrics)")
+    p.add_argument("--top-k", type=int, default=5, help="how many candidate singers to list per file")
     p.set_defaults(handler=run_identify)
 
-    p = sub.add_parser("verify", help="is this the claimed singer", formatter_class=fmt)
-    p.add_argument("library", type=Path)
-    p.add_argument("file", type=Path)
-    p.add_argument("--singer", required=True, help="the claimed singer id")
+    p = sub.add_parser("verify", help="is this the claimed singer (exit status 0: accepted, 1: rejected)")
+    p.formatter_class = fmt
+    p.add_argument("library", type=Path, help=library_help)
+    p.add_argument("file", type=Path, help="audio file to verify")
+    p.add_argument("--singer", required=True, help="the claimed singer id, as enrolled")
     p.add_argument("--threshold", type=float, default=None, help="accept at or above (default: the library's)")
     p.set_defaults(handler=run_verify)
 
     p = sub.add_parser("similar", help="singers whose voices are closest to a singer's", formatter_class=fmt)
-    p.add_argument("library", type=Path)
-    p.add_argument("singer")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("library", type=Path, help=library_help)
+    p.add_argument("singer", help="an enrolled singer id")
+    p.add_argument("--top-k", type=int, default=5, help="how many singers to list")
     p.set_defaults(handler=run_similar)
 
     p = sub.add_parser(
         "serve", help="HTTP service over a library (identify, verify, similar, enroll)", formatter_class=fmt
     )
-    p.add_argument("library", type=Path)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("library", type=Path, help=f"{library_help}; saved with what /enroll adds when the service stops")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback unless a proxy guards it)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
     p.set_defaults(handler=run_serve)
 
 
@@ -439,8 +463,9 @@ def run_score_trials(args: argparse.Namespace) -> int:
     cache = {p: encoder.embed_file(root / p) for p in sorted({p for _, a, b in trials for p in (a, b)})}
     scores = np.array([float(cache[a] @ cache[b]) for _, a, b in trials])
     labels = np.array([label for label, _, _ in trials])
-    if args.out:
-        args.out.write_text("".join(f"{s:.6f} {l} {a} {b}\n" for s, (l, a, b) in zip(scores, trials)), encoding="utf-8")
+    if args.out:  # tab-separated, so paths with spaces read back
+        lines = "".join(f"{s:.6f}\t{l}\t{a}\t{b}\n" for s, (l, a, b) in zip(scores, trials))
+        args.out.write_text(lines, encoding="utf-8")
     result = verification_result(scores, labels)
     print(
         f"score-trials: {result.trials} trials ({result.targets} target): EER {100 * result.eer:.2f} %, "
@@ -569,7 +594,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="the whole chain on a freshly synthesized corpus",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("run", type=Path, nargs="?", default=Path("runs/demo"), help="folder for the demo's outputs")
     p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")

@@ -212,6 +212,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config is a mapping of sections")
+    if overrides:  # an error may come from the file or from an override: name both
+        source = f"{source} with --set {' '.join(overrides)}"
     return config_from_dict(apply_overrides(data, overrides, source), source)
 
 

@@ -154,7 +154,7 @@ def export_model(encoder: SingerEncoder, path: str | Path) -> Path:
     example = torch.randn(2, encoder.crop_frames, encoder.features.n_mels)
     batch, frames = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("frames", min=64, max=100_000)
     program = torch.export.export(encoder.model.cpu().eval(), (example,), dynamic_shapes=({0: batch, 1: frames},))
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.stem}.tmp.pt2")  # torch.export wants the .pt2 suffix
     torch.export.save(program, temporary)
     temporary.replace(path)
     return path

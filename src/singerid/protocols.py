@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -631,7 +632,8 @@ class TrialListError(ValueError):
 
 def read_trial_list(path: str | Path) -> list[tuple[int, str, str]]:
     """A published-style trial list: `label path1 path2` per line (label 1 target, 0 non-target), fields
-    separated by tabs when the line has any (paths with spaces), else by whitespace; blank lines skipped."""
+    separated by tabs when the line has any, else by whitespace, with shell-style quotes around a path that
+    holds spaces (`1 "My Song.mp3" 'Other one.flac'`); blank lines skipped."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
@@ -639,11 +641,17 @@ def read_trial_list(path: str | Path) -> list[tuple[int, str, str]]:
         raise TrialListError(f"{path}: cannot read trial list ({error})") from error
     trials = []
     for number, line in enumerate(lines, start=1):
-        fields = line.strip("\r\n").split("\t") if "\t" in line else line.split()
+        try:
+            fields = line.strip("\r\n").split("\t") if "\t" in line else shlex.split(line, posix=True)
+        except ValueError as error:  # an unclosed quote
+            raise TrialListError(f"{path}:{number}: {error} in {line!r}") from None
         if not any(f.strip() for f in fields):
             continue
         if len(fields) != 3 or fields[0].strip() not in ("0", "1"):
-            raise TrialListError(f"{path}:{number}: expected 'label path1 path2' with label 0 or 1, got {line!r}")
+            raise TrialListError(
+                f"{path}:{number}: expected 'label path1 path2' with label 0 or 1 (separate the fields by tabs, "
+                f"or quote paths that hold spaces), got {line!r}"
+            )
         trials.append((int(fields[0]), fields[1].strip(), fields[2].strip()))
     if not trials:
         raise TrialListError(f"{path}: no trials")

@@ -15,6 +15,7 @@ import csv
 import hashlib
 import os
 import random
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -336,6 +337,8 @@ def train(
     writer = tensorboard_writer(run) if world.main else None
     segments_per_second, last_eer = 0.0, float("nan")
     n, m = sampler.singers, config.batch.segments
+    if n < config.batch.singers and world.main:
+        print(f"train: batch.singers {config.batch.singers} > {n} training singers; batches hold {n}", file=sys.stderr)
     for epoch in range(start_epoch, loop.epochs):
         sampler.set_epoch(epoch)
         model.train()
