@@ -79,6 +79,8 @@ def test_evaluate_writes_the_papers_tables(tiny_run: Path, quick_store: Path, ca
     for name in ("report.md", "table2.csv", "table3.csv", "table4.csv", "top1_vs_segments.png"):
         assert (out / name).stat().st_size > 100, name
     assert list(out.glob("det_*.png")) and list(out.glob("map_*.png"))
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "Only 2 seen singers: chance top-1 is 50 %, and top-5 is 100 % by construction." in report
     with (out / "table2.csv").open(encoding="utf-8") as f:
         assert len(list(csv.reader(f))) >= 4
     # a rerun reuses the cached embeddings and the saved trials: identical results

@@ -285,3 +285,18 @@ def test_write_report_without_scores_or_maps_skips_those_plots(tmp_path: Path, s
         "report.md", "results.json", "table2.csv", "table3.csv", "table4.csv", "top1_vs_segments.png"
     ]  # fmt: skip
     assert "det_" not in report.read_text(encoding="utf-8")
+
+
+def test_protocol_notes_explain_small_groups_and_skipped_singers() -> None:
+    from singerid.report import protocol_notes
+
+    result = {
+        "singers": {"seen": 4, "unseen": 30, "skipped": 2},
+        "skipped_singers": {"Björk": "2 tracks; needs 7", "D'Angelo": "the only eligible singer"},
+    }
+    notes = protocol_notes([result])
+    assert notes == [
+        "Only 4 seen singers: chance top-1 is 25 %, and top-5 is 100 % by construction.",
+        "2 test singers take no part (Björk: 2 tracks; needs 7; D'Angelo: the only eligible singer).",
+    ]
+    assert protocol_notes([]) == [] and protocol_notes([{"singers": {"seen": 40, "unseen": 40}}]) == []

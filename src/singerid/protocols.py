@@ -262,13 +262,16 @@ class EvaluationResult:
     singers: dict[str, int]  # singers taking part per group, and "skipped"
     # "one_on_one/seen", "centroid/3/unseen", ... -> (scores float64, labels bool), for DET curves
     verification_scores: dict[str, tuple[np.ndarray, np.ndarray]]
+    skipped_singers: dict[str, str] = field(default_factory=dict)  # singer_id -> why it takes no part
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(
-            json.dumps(
-                {"identification": self.identification, "verification": self.verification, "singers": self.singers}
-            )
-        )
+        summary = {
+            "identification": self.identification,
+            "verification": self.verification,
+            "singers": self.singers,
+            "skipped_singers": self.skipped_singers,
+        }
+        return json.loads(json.dumps(summary))
 
     def scores(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Raw verification scores and labels per condition (see ``verification_scores``)."""
@@ -623,6 +626,7 @@ def evaluate(tracks: Sequence[TrackEmbeddings], trials: Trials) -> EvaluationRes
         verification={"one_on_one": one_on_one, "centroid": centroid},
         singers=singers,
         verification_scores=raw_scores,
+        skipped_singers=dict(trials.skipped_singers),
     )
 
 

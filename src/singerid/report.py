@@ -603,6 +603,25 @@ def _systems_overview(parsed: Sequence[_System]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def protocol_notes(systems: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What a reader must know to read the tables: singers left out and why, and groups too small to rank."""
+    if not systems:
+        return []
+    result = systems[0]  # every system of a report is scored on the same trials
+    notes = []
+    for group, count in result.get("singers", {}).items():
+        if group != "skipped" and 0 < count <= 5:
+            notes.append(
+                f"Only {count} {group} singers: chance top-1 is {100 / count:.0f} %, and top-5 is 100 % by "
+                "construction."
+            )
+    skipped = result.get("skipped_singers", {})
+    if skipped:
+        listed = "; ".join(f"{singer}: {why}" for singer, why in list(skipped.items())[:10])
+        notes.append(f"{len(skipped)} test singers take no part ({listed}{'; ...' if len(skipped) > 10 else ''}).")
+    return notes
+
+
 def write_report(
     systems: Sequence[Mapping[str, Any]],
     out_dir: Path,
@@ -645,7 +664,7 @@ def write_report(
         figures.append((f"Embedding map, {name}", file_name))
 
     sections = [f"# {title}", ""]
-    sections += [f"- {note}" for note in notes]
+    sections += [f"- {note}" for note in [*notes, *protocol_notes(systems)]]
     sections += [
         "",
         'Our values are in percent; a "↳ paper" sub-row gives the published value of the matching setting '
