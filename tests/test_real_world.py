@@ -118,6 +118,9 @@ def test_a_catalog_of_foreign_files_with_messy_lyrics(tmp_path: Path) -> None:
     for track in store.tracks:
         if track.method == "lrc":  # [offset:+500] moves the stamps 0.5 s earlier: 2.0 .. 9.0 s
             assert track.voice_seconds == pytest.approx(7.0, abs=0.05)
+            assert track.lyrics_note == "3 phrases, 1 lines skipped"  # the junk line
         else:  # the detector finds the 7 s of voice
             assert 6.0 < track.voice_seconds < 8.0
+            assert track.lyrics_note == "no lyrics file"
+    assert store.summary()["detector_reasons"] == {"no lyrics file": 6}
     assert {t.method for t in store.tracks} == {"lrc", "vad"}

@@ -507,7 +507,7 @@ def run_enroll(args: argparse.Namespace) -> int:
         chosen = [t for t in read_catalog(args.catalog) if not splits or t.split in splits]
         for t in tqdm(chosen, desc="enroll", unit="track", leave=False):
             try:
-                frames, _, _ = encoder.frontend.file_frames(t.audio_path, t.lrc_path)
+                frames = encoder.frontend.file_frames(t.audio_path, t.lrc_path).frames
             except AudioError as error:
                 skipped.append(str(error))
                 continue

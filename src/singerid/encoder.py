@@ -118,7 +118,7 @@ class SingerEncoder:
         wave = np.asarray(wave, dtype=np.float32)
         if sample_rate != self.features.sample_rate:
             wave = soxr.resample(wave, sample_rate, self.features.sample_rate, quality="HQ").astype(np.float32)
-        frames, _, _ = self.frontend.wave_frames(wave, Path(lrc) if lrc else None)
+        frames = self.frontend.wave_frames(wave, Path(lrc) if lrc else None).frames
         return mean_embedding(self.embed_frames(frames))
 
     def embed_file(self, path: str | Path, lrc: str | Path | None = None) -> np.ndarray:
@@ -127,7 +127,7 @@ class SingerEncoder:
         if lrc is None:
             beside = path.with_suffix(".lrc")
             lrc = beside if beside.is_file() else None
-        frames, _, _ = self.frontend.file_frames(path, Path(lrc) if lrc else None)
+        frames = self.frontend.file_frames(path, Path(lrc) if lrc else None).frames
         return mean_embedding(self.embed_frames(frames))
 
 

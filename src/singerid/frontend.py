@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,6 +32,15 @@ class FrontendConfig:
             raise ValueError(f"regions must be 'auto' or 'vad', got '{self.regions}'")
 
 
+class TrackFrames(NamedTuple):
+    """The front end's output for one track."""
+
+    frames: np.ndarray  # (frames, n_mels) float16 log-mel of the vocal regions
+    method: str  # "lrc" or "vad": how the regions were found
+    voice_seconds: float
+    lyrics_note: str  # what the lyrics gave: "12 phrases", "no lyrics file", "no timed phrases, 3 lines skipped"
+
+
 class TrackFrontend:
     """The front end of one worker process: decoder, separator, regions, log-mel."""
 
@@ -39,28 +49,32 @@ class TrackFrontend:
         self.features = features
         self.separator: Separator = build_separator(frontend.separation, frontend.separator_weights)
 
-    def file_frames(self, audio: Path, lrc: Path | None) -> tuple[np.ndarray, str, float]:
-        """Log-mel frames of a file's vocal regions, the method that found them, and the seconds of voice."""
+    def file_frames(self, audio: Path, lrc: Path | None) -> TrackFrames:
+        """Log-mel frames of a file's vocal regions, how they were found, and the seconds of voice."""
         wave = load_audio(audio, self.features.sample_rate, max_seconds=self.frontend.max_track_seconds)
         try:
             return self.wave_frames(wave, lrc)
         except ValueError as error:
             raise AudioError(audio, str(error)) from None
 
-    def wave_frames(self, wave: np.ndarray, lrc: Path | None = None) -> tuple[np.ndarray, str, float]:
+    def wave_frames(self, wave: np.ndarray, lrc: Path | None = None) -> TrackFrames:
         """The same for a 16 kHz mono signal; ValueError when it is silent or has too little voice."""
         sr = self.features.sample_rate
         if wave.size == 0 or np.max(np.abs(wave)) < 1e-4:
             raise ValueError("silent audio (peak below -80 dBFS)")
         vocals = self.separator.separate(wave, sr)
         lyrics = None
+        note = "no lyrics file" if lrc is None else "--vad"
         if self.frontend.regions == "auto" and lrc is not None:
             try:
                 lyrics = read_lrc(lrc, max_phrase_seconds=self.frontend.max_phrase_seconds, duration=len(wave) / sr)
-            except LyricsError:
-                lyrics = None  # unreadable lyrics: the detector finds the regions instead
+            except LyricsError as error:  # unreadable lyrics: the detector finds the regions instead
+                note = f"lyrics unreadable ({error})"
             if lyrics is not None and lyrics.instrumental:
                 raise ValueError(f"instrumental track: its lyrics file {lrc.name} says so")
+            if lyrics is not None:
+                skipped = f", {lyrics.skipped_lines} lines skipped" if lyrics.skipped_lines else ""
+                note = f"{len(lyrics.phrases)} phrases{skipped}" if lyrics.phrases else f"no timed phrases{skipped}"
         method = "lrc" if lyrics is not None and lyrics.phrases else "vad"
         # the detector weighs the separated vocals against the mixture (without a separator it makes its own)
         separated = None if self.frontend.separation == "none" else vocals
@@ -75,4 +89,4 @@ class TrackFrontend:
         keep = np.zeros(len(mel), bool)
         for start, end in regions:
             keep[int(round(start * fps)) : int(round(end * fps))] = True
-        return mel[keep].astype(np.float16), method, seconds
+        return TrackFrames(mel[keep].astype(np.float16), method, seconds, note)

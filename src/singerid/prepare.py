@@ -65,7 +65,7 @@ def _process(args: tuple[Track, Path]) -> bool:
     folder = parts / key[:2]
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        frames, method, seconds = _WORKER.file_frames(track.audio_path, track.lrc_path)
+        frames, method, seconds, lyrics_note = _WORKER.file_frames(track.audio_path, track.lrc_path)
     except (AudioError, ValueError, RuntimeError, OSError, MemoryError) as error:
         reason = error.reason if isinstance(error, AudioError) else f"{type(error).__name__}: {error}"
         record = {"reject": asdict(Reject(str(track.audio_path), track.track_id, reason))}
@@ -83,6 +83,7 @@ def _process(args: tuple[Track, Path]) -> bool:
             "source": str(track.audio_path),
             "method": method,
             "voice_seconds": round(seconds, 3),
+            "lyrics_note": lyrics_note,
         }
     }
     _write_json(folder / f"{key}.json", record)  # written last: its presence marks the track done

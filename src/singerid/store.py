@@ -45,6 +45,7 @@ class StoredTrack:
     shard: int
     offset: int  # first frame in the shard
     frames: int
+    lyrics_note: str = ""  # what its LRC gave: "12 phrases", "no lyrics file", "no timed phrases, 3 lines skipped"
 
 
 @dataclass(frozen=True)
@@ -188,8 +189,11 @@ class FeatureStore:
             entry["tracks"] += 1
             entry["hours"] += t.voice_seconds / 3600
         methods: dict[str, int] = defaultdict(int)
+        detector_reasons: dict[str, int] = defaultdict(int)  # why tracks fell to the detector
         for t in self.tracks:
             methods[t.method] += 1
+            if t.method == "vad" and t.lyrics_note:
+                detector_reasons[t.lyrics_note.split(" (")[0].split(",")[0]] += 1
         frames = sum(self.header.shards)
         return {
             "store": str(self.folder),
@@ -199,6 +203,7 @@ class FeatureStore:
             "frames": frames,
             "bytes": frames * self.features.n_mels * 2,
             "methods": dict(methods),
+            "detector_reasons": dict(detector_reasons),
             "frontend": self.header.frontend,
             "splits": {
                 split: {"singers": len(e["singers"]), "tracks": e["tracks"], "hours": round(e["hours"], 3)}
@@ -212,6 +217,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"store {summary['store']}: {summary['singers']} singers, {summary['tracks']} tracks, "
         f"{summary['rejects']} rejected, {summary['frames']} frames, {summary['bytes'] / 2**20:.1f} MiB",
         f"front end: {json.dumps(summary['frontend'], ensure_ascii=False)}; regions by {summary['methods']}",
+    ]
+    if summary.get("detector_reasons"):
+        reasons = ", ".join(f"{why}: {count}" for why, count in sorted(summary["detector_reasons"].items()))
+        lines.append(f"the detector found the regions of tracks with {reasons} (per track: index.json, lyrics_note)")
+    lines += [
         f"{'split':<12} {'singers':>8} {'tracks':>8} {'voice h':>9}",
     ]
     for split, e in summary["splits"].items():
