@@ -118,6 +118,21 @@ def audio_info(path: str | Path) -> AudioInfo:
         )
 
 
+def as_mono_float32(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """A mono signal as float32 in [-1, 1] (integer samples scaled); ValueError for bad shapes or values."""
+    samples = np.asarray(wave)
+    if samples.ndim != 1:
+        raise ValueError(f"expects a mono (samples,) wave, got shape {samples.shape}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample rate must be positive, got {sample_rate}")
+    if np.issubdtype(samples.dtype, np.integer):
+        samples = samples / float(np.iinfo(samples.dtype).max)
+    samples = samples.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(samples)):
+        raise ValueError("wave contains NaN or infinite samples")
+    return samples
+
+
 def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
     """A decoded frame (or FIFO block) as a mono float32 array in [-1, 1]: the mean of its channels."""
     data = frame.to_ndarray()

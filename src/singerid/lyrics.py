@@ -17,6 +17,7 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
+from singerid.audio import as_mono_float32
 from singerid.separation import RepetSim
 
 __all__ = [
@@ -324,7 +325,7 @@ def detect_vocal_activity(
     110 ms, gaps shorter than `min_gap` are closed and regions shorter than `min_region` dropped. Expects a
     float signal in [-1, 1] (integer samples are scaled); any sample rate, 16 kHz intended.
     """
-    samples = _float_samples(wave, sample_rate)
+    samples = as_mono_float32(wave, sample_rate)
     duration = len(samples) / sample_rate
     if duration < min_region or duration == 0 or not np.any(samples):
         return []
@@ -341,7 +342,7 @@ def detect_vocal_activity(
     if loud[loud_frames[0] : loud_frames[-1] + 1].mean() >= ACCOMPANIED_COVERAGE:
         if vocals is None:
             vocals = RepetSim().separate(samples, sample_rate)
-        vocals = _float_samples(vocals, sample_rate)
+        vocals = as_mono_float32(vocals, sample_rate)
         if vocals.shape != samples.shape:
             raise ValueError(f"vocals has shape {vocals.shape}, the mixture {samples.shape}")
         share = scipy.ndimage.median_filter(_frame_features(vocals, sample_rate)[0] - energy_db, size=smoothing)
@@ -361,21 +362,6 @@ def detect_vocal_activity(
     end_times = end_times[np.concatenate([keep_boundary, [True]])]
     long_enough = end_times - start_times >= min_region
     return [(float(s), float(e)) for s, e in zip(start_times[long_enough], end_times[long_enough], strict=True)]
-
-
-def _float_samples(wave: np.ndarray, sample_rate: int) -> np.ndarray:
-    """A mono signal as float32 in [-1, 1] (integer samples scaled); ValueError for bad shapes or values."""
-    samples = np.asarray(wave)
-    if samples.ndim != 1:
-        raise ValueError(f"wave must be mono (1-D), got shape {samples.shape}")
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    if np.issubdtype(samples.dtype, np.integer):
-        samples = samples / float(np.iinfo(samples.dtype).max)
-    samples = samples.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(samples)):
-        raise ValueError("wave contains NaN or infinite samples")
-    return samples
 
 
 def total_seconds(regions: Sequence[tuple[float, float]]) -> float:

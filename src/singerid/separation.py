@@ -21,6 +21,7 @@ import torch
 from scipy.ndimage import maximum_filter1d
 from torch import Tensor, nn
 
+from singerid.audio import as_mono_float32
 from singerid.registry import Registry
 
 WEIGHTS_FORMAT = "singerid-separator"
@@ -71,12 +72,10 @@ def signal_to_distortion_ratio(reference: np.ndarray, estimate: np.ndarray) -> f
 
 
 def _as_mono(wave: np.ndarray, sample_rate: int) -> np.ndarray:
-    wave = np.asarray(wave)
-    if wave.ndim != 1:
-        raise SeparationError(f"separation expects a mono (samples,) wave, got shape {wave.shape}")
-    if sample_rate <= 0:
-        raise SeparationError(f"sample rate must be positive, got {sample_rate}")
-    return wave.astype(np.float32, copy=False)
+    try:
+        return as_mono_float32(wave, sample_rate)
+    except ValueError as error:
+        raise SeparationError(f"separation {error}") from None
 
 
 def _in_overlapping_blocks(
