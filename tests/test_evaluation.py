@@ -139,9 +139,13 @@ def test_library_commands_enroll_identify_verify_similar(
 
     calibrated = SingerLibrary.open(library).threshold
     assert calibrated is not None and -1.0 < calibrated < 1.0
-    assert main(["identify", str(library), track.source, "--top-k", "4"]) == 0
-    line = capsys.readouterr().out
+    broken = tmp_path / "broken song.mp3"
+    broken.write_bytes(b"")
+    assert main(["identify", str(library), str(broken), track.source, "--top-k", "4"]) == 0
+    captured = capsys.readouterr()
+    line = captured.out
     assert track.source in line and len(re.findall(r"s\d{3} \((-?[0-9.]+)\)", line)) == 4  # four candidates
+    assert f"identify: skipped {broken}: empty file" in captured.err  # a bad file does not stop the batch
     main(["verify", str(library), track.source, "--singer", track.singer_id, "--threshold", "-1"])
     assert "accepted" in capsys.readouterr().out
     name = track.singer_id.upper()  # a typo: the message says which singers are near
@@ -221,7 +225,7 @@ def test_export_and_trial_list_scoring(tiny_run: Path, quick_store: Path, tmp_pa
                 lines.append(quoted if len(lines) % 2 and quoted else f"{label}\t{a.source}\t{b.source}")
                 pairs.append((str(label), a.source, b.source))
     assert {line[0] for line in lines} == {"0", "1"}
-    (tmp_path / "trials.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "trials.txt").write_text("# label path1 path2\n" + "\n".join(lines) + "\n", encoding="utf-8")
     assert (
         main(
             [

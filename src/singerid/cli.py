@@ -9,10 +9,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from singerid import __version__
 
 Handler = Callable[[argparse.Namespace], int]
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from singerid.encoder import SingerEncoder
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -420,20 +426,27 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_serve)
 
 
+def embed_files(encoder: SingerEncoder, paths: Sequence[Path], command: str) -> dict[Path, np.ndarray]:
+    """Embeddings of the files that can be used; each one that cannot is named on stderr with the reason."""
+    from singerid.audio import AudioError
+
+    embeddings = {}
+    for path in paths:
+        try:
+            embeddings[path] = encoder.embed_file(path)
+        except AudioError as error:
+            print(f"{command}: skipped {error}", file=sys.stderr)
+    return embeddings
+
+
 def run_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from singerid.audio import AudioError
     from singerid.encoder import SingerEncoder
 
     encoder = SingerEncoder.load(args.checkpoint)
-    embeddings = {}
-    for path in args.files:
-        try:
-            embeddings[str(path)] = encoder.embed_file(path)
-        except AudioError as error:
-            print(f"embed: skipped {error}", file=sys.stderr)
-    np.savez(args.out, **embeddings)
+    embeddings = embed_files(encoder, args.files, "embed")
+    np.savez(args.out, **{str(path): embedding for path, embedding in embeddings.items()})
     skipped = len(args.files) - len(embeddings)
     print(
         f"embed: {len(embeddings)} embeddings of {encoder.embedding_dim} dimensions written to {args.out}"
@@ -460,7 +473,13 @@ def run_score_trials(args: argparse.Namespace) -> int:
     root = args.root or args.trials.parent
     trials = read_trial_list(args.trials)
     encoder = SingerEncoder.load(args.checkpoint)
-    cache = {p: encoder.embed_file(root / p) for p in sorted({p for _, a, b in trials for p in (a, b)})}
+    paths = sorted({p for _, a, b in trials for p in (a, b)})
+    embedded = embed_files(encoder, [root / p for p in paths], "score-trials")
+    cache = {p: embedded[root / p] for p in paths if root / p in embedded}
+    usable = [(label, a, b) for label, a, b in trials if a in cache and b in cache]
+    if len(usable) < len(trials):
+        print(f"score-trials: {len(trials) - len(usable)} trials left out (a file could not be used)", file=sys.stderr)
+    trials = usable
     scores = np.array([float(cache[a] @ cache[b]) for _, a, b in trials])
     labels = np.array([label for label, _, _ in trials])
     if args.out:  # tab-separated, so paths with spaces read back
@@ -547,13 +566,14 @@ def run_enroll(args: argparse.Namespace) -> int:
 
 def run_identify(args: argparse.Namespace) -> int:
     library, encoder = open_library(args.library)
-    for path in args.files:
-        matches = library.identify(encoder.embed_file(path), top_k=args.top_k, open_set=False)
+    embeddings = embed_files(encoder, args.files, "identify")
+    for path, embedding in embeddings.items():
+        matches = library.identify(embedding, top_k=args.top_k, open_set=False)
         candidates = ", ".join(f"{m.singer_id} ({m.score:.3f})" for m in matches)
         if library.threshold is not None and (not matches or matches[0].score < library.threshold):
             candidates = f"unknown singer (below the threshold {library.threshold:.3f}); closest: {candidates}"
         print(f"{path}: {candidates}")
-    return 0
+    return 0 if embeddings else 2
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -587,6 +607,7 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
         library.save(args.library)  # keeps what /enroll added
+        print(f"serve: stopped; library {args.library} saved with {len(library)} singers")
     return 0
 
 

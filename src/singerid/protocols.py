@@ -637,7 +637,7 @@ class TrialListError(ValueError):
 def read_trial_list(path: str | Path) -> list[tuple[int, str, str]]:
     """A published-style trial list: `label path1 path2` per line (label 1 target, 0 non-target), fields
     separated by tabs when the line has any, else by whitespace, with shell-style quotes around a path that
-    holds spaces (`1 "My Song.mp3" 'Other one.flac'`); blank lines skipped."""
+    holds spaces (`1 "My Song.mp3" 'Other one.flac'`); blank lines and `#` comments skipped."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
@@ -645,11 +645,13 @@ def read_trial_list(path: str | Path) -> list[tuple[int, str, str]]:
         raise TrialListError(f"{path}: cannot read trial list ({error})") from error
     trials = []
     for number, line in enumerate(lines, start=1):
+        if line.lstrip().startswith("#"):
+            continue
         try:
             fields = line.strip("\r\n").split("\t") if "\t" in line else shlex.split(line, posix=True)
-        except ValueError as error:  # an unclosed quote
-            raise TrialListError(f"{path}:{number}: {error} in {line!r}") from None
-        if not any(f.strip() for f in fields):
+        except ValueError:  # an unclosed quote, as an apostrophe in an unquoted path makes
+            fields = []
+        if not line.strip():
             continue
         if len(fields) != 3 or fields[0].strip() not in ("0", "1"):
             raise TrialListError(
