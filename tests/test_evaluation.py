@@ -134,7 +134,7 @@ def test_library_commands_enroll_identify_verify_similar(
     store = FeatureStore(quick_store)
     track = next(t for t in store.tracks if t.split == "test_seen")
     out = capsys.readouterr().out
-    assert "4 singers enrolled" in out and "open-set threshold" in out and "calibrated" in out
+    assert "4 singers enrolled" in out and "open-set threshold" in out and "at the equal error rate" in out
     from singerid.library import SingerLibrary
 
     calibrated = SingerLibrary.open(library).threshold

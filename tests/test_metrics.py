@@ -13,6 +13,7 @@ from sklearn.metrics import roc_curve
 from singerid.metrics import (
     VerificationResult,
     det_curve,
+    eer_threshold,
     equal_error_rate,
     min_dcf,
     top_k_accuracy,
@@ -282,3 +283,14 @@ def test_ten_million_trials_against_scikit_learn():
         f"\n10^7 trials: singerid EER + 2 minDCF {ours:.2f} s, scikit-learn roc_curve EER {theirs:.2f} s; "
         f"ratio {theirs / ours:.2f}x"
     )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_eer_threshold_splits_the_errors_evenly(seed: int) -> None:
+    scores, labels = random_trials(4000, 0.3, seed)
+    threshold = eer_threshold(scores, labels)
+    miss = np.mean(scores[labels == 1] < threshold)
+    false_alarm = np.mean(scores[labels == 0] >= threshold)
+    eer = equal_error_rate(scores, labels)
+    assert miss == pytest.approx(eer, abs=0.01) and false_alarm == pytest.approx(eer, abs=0.01)
+    assert eer_threshold([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == pytest.approx(0.8)  # separable: the lowest target

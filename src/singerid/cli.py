@@ -391,8 +391,9 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--false-accepts",
         type=float,
-        default=0.01,
-        help="for the calibrated threshold: the share of files by an unknown singer that still match someone",
+        default=None,
+        help="for the calibrated threshold: the share of files by an unknown singer that may still match someone "
+        "(e.g. 0.01 for a strict service); default: the equal error rate",
     )
     p.set_defaults(handler=run_enroll)
 
@@ -547,10 +548,15 @@ def run_enroll(args: argparse.Namespace) -> int:
     else:
         targets, impostors = track_scores(tracks)
         if len(targets) and len(impostors):
-            library.calibrate_threshold(targets, impostors, args.false_accepts)
+            chosen = library.calibrate_threshold(targets, impostors, args.false_accepts)
+            point = (
+                "equal error rate" if args.false_accepts is None else f"{100 * args.false_accepts:g} % false accepts"
+            )
             threshold = (
-                f"open-set threshold {library.threshold:.3f}, calibrated on the enrolled tracks (leave one track "
-                f"out): an unknown singer's best match passes it for {100 * args.false_accepts:g} % of files"
+                f"open-set threshold {chosen:.3f} at the {point} on the enrolled tracks (leave one track out: "
+                f"{100 * np.mean(targets < chosen):.1f} % of known singers' files fall below it, "
+                f"{100 * np.mean(impostors >= chosen):.1f} % of other singers' files pass it; optimistic "
+                "for tracks the model was trained on)"
             )
         else:
             threshold = "no open-set threshold (calibrating one needs two singers and a singer with two tracks)"

@@ -34,6 +34,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from singerid.metrics import eer_threshold
+
 try:
     import faiss
 except ImportError as missing:
@@ -401,16 +403,21 @@ class SingerLibrary:
         self,
         target_scores: Iterable[float],
         nontarget_scores: Iterable[float],
-        false_accept_rate: float = 0.01,
+        false_accept_rate: float | None = 0.01,
     ) -> float:
         """Set and return the lowest threshold whose false-accept rate on ``nontarget_scores`` is at most
-        ``false_accept_rate``, moved up to halfway to the next target score (same empirical rates, more margin).
+        ``false_accept_rate``, moved up to halfway to the next target score (same empirical rates, more margin);
+        with ``false_accept_rate=None``, the threshold at the equal error rate of the two score sets.
         """
         targets = np.asarray(list(target_scores), dtype=np.float64)
         nontargets = np.asarray(list(nontarget_scores), dtype=np.float64)
         for name, scores in (("target_scores", targets), ("nontarget_scores", nontargets)):
             if scores.ndim != 1 or scores.size == 0 or not np.isfinite(scores).all():
                 raise ValueError(f"{name} must be a non-empty list of finite numbers")
+        if false_accept_rate is None:
+            labels = np.concatenate([np.ones(targets.size, bool), np.zeros(nontargets.size, bool)])
+            self.threshold = eer_threshold(np.concatenate([targets, nontargets]), labels)
+            return self.threshold
         if not 0.0 <= false_accept_rate < 1.0:
             raise ValueError(f"false_accept_rate must lie in [0, 1), got {false_accept_rate}")
         allowed = int(math.floor(false_accept_rate * nontargets.size + 1e-9))

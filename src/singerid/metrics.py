@@ -118,6 +118,18 @@ def equal_error_rate(scores: ArrayLike, labels: ArrayLike) -> float:
     return _eer_from_rates(*_error_rates(*_validated_trials(scores, labels))[:2])
 
 
+def eer_threshold(scores: ArrayLike, labels: ArrayLike) -> float:
+    """The score threshold (accept at or above) at the equal error rate: interpolated between the two operating
+    points whose segment crosses miss = false alarm, as :func:`equal_error_rate` does for the rate."""
+    false_alarm_rate, miss_rate, thresholds = _error_rates(*_validated_trials(scores, labels))
+    gap = miss_rate - false_alarm_rate
+    after = int(np.argmax(gap <= 0))
+    if gap[after] == 0 or not np.isfinite(thresholds[after - 1]):
+        return float(thresholds[after])
+    fraction = gap[after - 1] / (gap[after - 1] - gap[after])
+    return float(thresholds[after - 1] + fraction * (thresholds[after] - thresholds[after - 1]))
+
+
 def min_dcf(
     scores: ArrayLike, labels: ArrayLike, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0
 ) -> float:
