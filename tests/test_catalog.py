@@ -4,6 +4,7 @@ metadata.csv files written on other systems, and the paper's split rule."""
 from __future__ import annotations
 
 import csv
+import re
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -29,10 +30,14 @@ def test_folder_tree_skips_hidden_files_and_reads_one_format_per_song(tmp_path: 
     touch(root / "Björk" / ".hidden album" / "Secret.mp3")
     touch(root / "Björk" / "cover.jpg")
     touch(root / ".Trashes" / "gone.mp3")
+    touch(root / "Björk" / "Post" / "@eaDir" / "Army of Me.mp3")  # a Synology NAS's thumbnails and indexes
     touch(root / "D'Angelo" / "Brown Sugar.m4a")
     touch(root / "loose file at the root.mp3")
-    with pytest.warns(UserWarning, match=r"1 files are another format .*Army of Me\.mp3"):
+    with pytest.warns(UserWarning) as warned:
         tracks = scan_folder(root)
+    messages = [str(w.message) for w in warned]
+    assert any(re.search(r"1 files are another format .*Army of Me\.mp3", m) for m in messages), messages
+    assert any("1 audio files directly in the catalog folder belong to no singer" in m for m in messages), messages
     assert [(t.singer_id, t.track_id, t.audio_path.name, t.lrc_path and t.lrc_path.name) for t in tracks] == [
         ("Björk", "Björk/Post/Army of Me", "Army of Me.flac", "Army of Me.LRC"),
         ("D'Angelo", "D'Angelo/Brown Sugar", "Brown Sugar.m4a", None),
@@ -87,7 +92,10 @@ def test_metadata_errors_name_the_line(tmp_path: Path, rows: list[dict[str, str]
     song = touch(tmp_path / "flat" / "song.mp3")
     with pytest.raises(CatalogError, match="an audio file, not a catalog: a catalog is a folder with one folder per"):
         read_catalog(song)
-    with pytest.raises(CatalogError, match="no audio tracks found .* the 1 audio files directly in it belong to no"):
+    with (
+        pytest.raises(CatalogError, match="no audio tracks found .* the 1 audio files directly in it belong to no"),
+        pytest.warns(UserWarning, match="belong to no singer"),
+    ):
         read_catalog(song.parent)
 
 

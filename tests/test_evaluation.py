@@ -260,6 +260,8 @@ def test_evaluation_refuses_leaked_singers_and_other_features(tiny_run: Path, qu
         check_compatible({**payload, "singers": [*payload["singers"], unseen]}, store, "run")
     with pytest.raises(CheckpointError, match="features"):
         check_compatible({**payload, "features": {**payload["features"], "n_mels": 80}}, store, "run")
+    with pytest.warns(UserWarning, match="trained on separation 'repet', but .* holds separation 'none'"):
+        check_compatible({**payload, "frontend": {**payload["frontend"], "separation": "repet"}}, store, "run")
 
 
 def test_evaluation_refuses_a_store_whose_test_tracks_were_trained_on(

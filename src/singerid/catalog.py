@@ -44,6 +44,8 @@ AUDIO_SUFFIXES = frozenset(
         ".aifc",
         ".spx",
         ".amr",
+        ".mpga",
+        ".mkv",
     }
 )
 SPLITS = ("train", "val", "test_seen", "test_unseen")
@@ -138,14 +140,24 @@ def scan_folder(root: Path) -> list[Track]:
     the folder names in Unicode NFC, so 'Sigur Rós' copied from a macOS disk (NFD) is the same singer.
 
     Hidden files and folders (names starting with '.', such as the '._song.mp3' resource forks macOS leaves on
-    other disks) are not tracks. A song found in several formats ('Song.flac' and 'Song.mp3' side by side) is
-    one track, read from the first of LOSSLESS_FIRST's suffixes present; a warning names the others."""
+    other disks, and the folders NAS boxes add, such as '@eaDir') are not tracks; audio files directly in `root`
+    belong to no singer (a warning names them). A song found in several formats ('Song.flac' and 'Song.mp3' side
+    by side) is one track, read from the first of LOSSLESS_FIRST's suffixes present; a warning names the others.
+    """
     tracks, duplicates = [], []
-    for singer_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if loose:
+        warnings.warn(
+            f"{root}: {len(loose)} audio files directly in the catalog folder belong to no singer, not read: "
+            + ", ".join(loose[:3])
+            + (", ..." if len(loose) > 3 else ""),
+            stacklevel=2,
+        )
+    for singer_dir in sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name)):
         singer = unicodedata.normalize("NFC", singer_dir.name)  # one singer, whatever form the file system gave
         found: dict[str, list[Path]] = defaultdict(list)
         for audio in sorted(p for p in singer_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
-            if not any(part.startswith(".") for part in audio.relative_to(singer_dir).parts):
+            if not any(_is_hidden(part) for part in audio.relative_to(singer_dir).parts):
                 found[audio.relative_to(root).with_suffix("").as_posix()].append(audio)
         for track_id, files in found.items():
             audio = min(files, key=_format_preference)
@@ -166,6 +178,12 @@ def scan_folder(root: Path) -> list[Track]:
 
 
 LOSSLESS_FIRST = (".flac", ".wav", ".aiff", ".aif")
+# Folders that file systems and NAS boxes keep beside the music (thumbnails, trash, indexes).
+SYSTEM_FOLDERS = frozenset({"@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information"})
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
 
 
 def _format_preference(path: Path) -> tuple[int, str]:

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -700,6 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     USER_ERRORS = _user_errors()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a command as Ctrl-C does: its workers stop too
+    warnings.formatwarning = _one_line_warning
     try:
         return handler(args)
     except USER_ERRORS as error:
@@ -717,6 +719,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"interrupted{resume}", file=sys.stderr)
         return 130
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+    return f"singerid: warning: {message}\n"
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -156,6 +157,12 @@ def check_compatible(payload: dict[str, Any], store: FeatureStore, source: str) 
     features = FeatureConfig(**payload["features"])
     if features != store.features:
         raise CheckpointError(f"{source}: trained on features {features}, but {store.folder} holds {store.features}")
+    trained_on, tested_on = (f.get("separation", "none") for f in (payload.get("frontend", {}), store.header.frontend))
+    if trained_on != tested_on:  # a cross-condition test is legitimate, but more often a slip: say so
+        warnings.warn(
+            f"{source} was trained on separation '{trained_on}', but {store.folder} holds separation '{tested_on}'",
+            stacklevel=2,
+        )
     leaked = sorted(set(payload["singers"]) & {t.singer_id for t in store.tracks if t.split == "test_unseen"})
     if leaked:
         raise CheckpointError(
