@@ -103,6 +103,20 @@ def test_embeddings(
     return result
 
 
+def baseline_systems(config: TrainConfig, store: FeatureStore) -> list[tuple[dict[str, str], Embedder]]:
+    """The untrained network of `config` and the MFCC-statistics baseline, named for the tables."""
+    separation = store.header.frontend.get("separation", "none")
+    frontend = FrontendConfig(**store.header.frontend)
+
+    def info(name: str, kind: str) -> dict[str, str]:
+        return {"name": name, "loss": "-", "setting": "-", "separation": separation, "kind": kind}
+
+    return [
+        (info("untrained", "untrained"), untrained_encoder(config, store.features, frontend)),
+        (info("mfcc-stats", "mfcc"), MfccStatistics(store, config.batch.crop_frames)),
+    ]
+
+
 def system_info(name: str, config: TrainConfig, separation: str, kind: str) -> dict[str, str]:
     """How a system is named in the tables: loss and the setting the paper varies (alpha or M)."""
     loss = config.loss.name
@@ -196,18 +210,7 @@ def evaluate_run(
     out = out or run / f"eval-{store_path.name}"
     systems: list[tuple[dict[str, str], Embedder]] = [(system_info(run.name, config, separation, "trained"), encoder)]
     if options.baselines:
-        systems.append(
-            (
-                system_info("untrained", config, separation, "untrained"),
-                untrained_encoder(config, store.features, encoder.frontend_config),
-            )
-        )
-        systems.append(
-            (
-                {"name": "mfcc-stats", "loss": "-", "setting": "-", "separation": separation, "kind": "mfcc"},
-                MfccStatistics(store, config.batch.crop_frames),
-            )
-        )
+        systems += baseline_systems(config, store)
     results, det_scores, maps = evaluate_systems(systems, store, out, options, progress)
     report = write_report(
         results,

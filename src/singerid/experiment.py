@@ -21,11 +21,10 @@ from singerid.encoder import SingerEncoder
 from singerid.evaluation import (
     Embedder,
     EvaluationOptions,
-    MfccStatistics,
+    baseline_systems,
     check_compatible,
     evaluate_systems,
     system_info,
-    untrained_encoder,
 )
 from singerid.frontend import FrontendConfig
 from singerid.prepare import prepare
@@ -95,19 +94,7 @@ def run_experiment(
                 (system_info(cell.name, cell.config, separation, "trained"), SingerEncoder.from_payload(payload))
             )
         if options.baselines and here:
-            frontend = FrontendConfig(**store.header.frontend)
-            systems.append(
-                (
-                    system_info("untrained", here[0].config, separation, "untrained"),
-                    untrained_encoder(here[0].config, store.features, frontend),
-                )
-            )
-            systems.append(
-                (
-                    {"name": "mfcc-stats", "loss": "-", "setting": "-", "separation": separation, "kind": "mfcc"},
-                    MfccStatistics(store, here[0].config.batch.crop_frames),
-                )
-            )
+            systems += baseline_systems(here[0].config, store)
         log(f"experiment: evaluating {len(systems)} systems on the {separation} store")
         found, scores, embeddings = evaluate_systems(systems, store, out / "eval" / separation, options, progress)
         results += found

@@ -139,7 +139,7 @@ _SEPARATION_NOTE = (
 _LOSS_LABELS = {"triplet": "Triplets", "ge2e": "GE2E", "proto": "PNL", "angleproto": "A-PNL"}
 GROUPS = ("seen", "unseen")
 DET_CONDITIONS = ("one_on_one/seen", "one_on_one/unseen", "centroid/5/seen", "centroid/5/unseen")
-_DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
+_DET_TICKS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
 _DET_LIMITS = (0.0005, 0.95)
 _DET_CLIP = 1e-6  # rates of exactly 0 or 1 are drawn at this distance from the edge (off the axes)
 _RESULTS_FORMAT = "singerid-results"
@@ -503,18 +503,21 @@ def plot_top1_vs_segments(systems: Sequence[Mapping[str, Any]], path: Path) -> N
     figure = Figure(figsize=(7.0, 4.8))
     axes = figure.add_subplot()
     handles = []
-    for system, colour in zip(parsed, _colours(len(parsed))):
+    markers = "osD^vP*X"
+    for index, (system, colour) in enumerate(zip(parsed, _colours(len(parsed)))):
         label = system.name if system.separation == "none" else f"{system.name} [{system.separation}]"
+        marker = markers[index % len(markers)]
+        offset = 0.06 * (index - (len(parsed) - 1) / 2)  # systems with equal values stay side by side, not hidden
         drawn = False
         for group, style in zip(GROUPS, ("-", "--")):
             points = [(n, _lookup(system.result, "identification", group, str(n), "top1")) for n in counts]
-            points = [(n, value) for n, value in points if value is not None]
+            points = [(n + offset, value) for n, value in points if value is not None]
             if points:
                 x, y = zip(*points)
-                axes.plot(x, y, linestyle=style, marker="o", color=colour)
+                axes.plot(x, y, linestyle=style, marker=marker, color=colour)
                 drawn = True
         if drawn:
-            handles.append(Line2D([], [], color=colour, marker="o", label=label))
+            handles.append(Line2D([], [], color=colour, marker=marker, label=label))
     if not handles:
         axes.text(0.5, 0.5, "no identification results", ha="center", va="center", transform=axes.transAxes)
     handles += [
@@ -525,7 +528,7 @@ def plot_top1_vs_segments(systems: Sequence[Mapping[str, Any]], path: Path) -> N
     axes.set_xticks(counts)
     axes.set_xlabel("query segments (3.5 s each)")
     axes.set_ylabel("top-1 accuracy (%)")
-    axes.set_ylim(0, 100)
+    axes.set_ylim(0, 102)
     axes.set_title("Identification top-1 vs. query length")
     axes.grid(True, color="0.85")
     _save_figure(figure, path)
@@ -667,9 +670,10 @@ def write_report(
     sections += [f"- {note}" for note in [*notes, *protocol_notes(systems)]]
     sections += [
         "",
-        'Our values are in percent; a "↳ paper" sub-row gives the published value of the matching setting '
-        "(Table II-IV of the paper, 706 seen and 706 unseen singers), for orientation only: data, singers and "
-        f"trial counts differ. {_SEPARATION_NOTE}",
+        "Our values are in percent. Under a trained system whose loss and setting are one of the paper's rows "
+        '(e.g. A-PNL with M=4, triplets with alpha=0.2), a "↳ paper" sub-row gives the published value (Tables '
+        "II-IV of the paper, 706 seen and 706 unseen singers), for orientation only: data, singers and trial "
+        f"counts differ. {_SEPARATION_NOTE}",
         "",
         "## Systems",
         "",
