@@ -139,3 +139,13 @@ def test_a_singer_is_one_singer_in_any_unicode_form(tmp_path: Path) -> None:
     touch(tmp_path / unicodedata.normalize("NFC", "Sigur Rós") / "Ágætis byrjun.mp3")
     touch(tmp_path / unicodedata.normalize("NFD", "Sigur Rós") / "Takk.mp3")  # copied from a macOS disk
     assert {t.singer_id for t in scan_folder(tmp_path)} == {unicodedata.normalize("NFC", "Sigur Rós")}
+
+
+def test_lyrics_are_found_beside_their_audio_in_the_usual_namings(tmp_path: Path) -> None:
+    folder = tmp_path / "Singer" / "Album"
+    touch(folder / "A.mp3"), touch(folder / "A.mp3.lrc")  # as some lyric downloaders name them
+    touch(folder / "B.flac"), touch(folder / "B.LRC")
+    touch(folder / "C.mp3"), touch(folder / "C.live.lrc")  # the lyrics of another song, C.live.mp3
+    touch(folder / "C.live.mp3")
+    found = {t.audio_path.name: t.lrc_path and t.lrc_path.name for t in scan_folder(tmp_path)}
+    assert found == {"A.mp3": "A.mp3.lrc", "B.flac": "B.LRC", "C.mp3": None, "C.live.mp3": "C.live.lrc"}

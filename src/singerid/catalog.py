@@ -162,11 +162,7 @@ def scan_folder(root: Path) -> list[Track]:
         for track_id, files in found.items():
             audio = min(files, key=_format_preference)
             duplicates += [f for f in files if f != audio]
-            lrc = next(
-                (c for c in audio.parent.glob(f"{glob_escape(audio.stem)}.*") if c.suffix.lower() == ".lrc"),
-                None,
-            )
-            tracks.append(Track(singer, track_id, audio, lrc, ""))
+            tracks.append(Track(singer, track_id, audio, lyrics_beside(audio), ""))
     if duplicates:
         names = ", ".join(str(f.relative_to(root)) for f in duplicates[:3])
         warnings.warn(
@@ -189,6 +185,14 @@ def _is_hidden(name: str) -> bool:
 def _format_preference(path: Path) -> tuple[int, str]:
     suffix = path.suffix.lower()
     return (LOSSLESS_FIRST.index(suffix) if suffix in LOSSLESS_FIRST else len(LOSSLESS_FIRST), path.name)
+
+
+def lyrics_beside(audio: Path) -> Path | None:
+    """The LRC file of an audio file: `Song.lrc` (any case of the suffix) or `Song.mp3.lrc` beside it."""
+    for candidate in sorted(audio.parent.glob(f"{glob_escape(audio.stem)}.*")):
+        if candidate.suffix.lower() == ".lrc" and candidate.stem in (audio.stem, audio.name) and candidate.is_file():
+            return candidate
+    return None
 
 
 def glob_escape(name: str) -> str:

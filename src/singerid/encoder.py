@@ -20,6 +20,7 @@ import soxr
 import torch
 from torch import nn
 
+from singerid.catalog import lyrics_beside
 from singerid.config import config_from_dict
 from singerid.features import FeatureConfig
 from singerid.frontend import FrontendConfig, TrackFrontend
@@ -125,8 +126,7 @@ class SingerEncoder:
         """The embedding (D,) of an audio file; lyrics from `lrc`, else a same-named .lrc beside the file."""
         path = Path(path)
         if lrc is None:
-            beside = path.with_suffix(".lrc")
-            lrc = beside if beside.is_file() else None
+            lrc = lyrics_beside(path)
         frames = self.frontend.file_frames(path, Path(lrc) if lrc else None).frames
         return mean_embedding(self.embed_frames(frames))
 
