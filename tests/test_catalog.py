@@ -64,6 +64,9 @@ def test_metadata_paths_written_by_other_systems_are_found(tmp_path: Path) -> No
     )
     first, second = read_catalog(tmp_path)
     assert first.audio_path.samefile(audio) and first.lrc_path is not None and first.lrc_path.samefile(lyrics)
+    write_metadata(tmp_path / "metadata.csv", [{"singer_id": "b", "path": "Beyoncé/Déjà Vu.mp3", "lrc_path": ""}])
+    (found,) = read_catalog(tmp_path)  # no lrc_path: the .lrc beside the audio
+    assert found.lrc_path is not None and found.lrc_path.samefile(lyrics)
     assert second.audio_path == tmp_path / "missing.mp3"  # left as written: prepare reports it as not found
 
 

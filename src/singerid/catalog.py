@@ -89,7 +89,8 @@ def read_catalog(source: str | Path, seed: int = 0) -> list[Track]:
 
 
 def read_metadata(path: Path) -> list[Track]:
-    """Reads metadata.csv; paths are relative to the CSV file."""
+    """Reads metadata.csv; paths are relative to the CSV file; an empty lrc_path means a same-named .lrc beside
+    the audio file, if there is one."""
     root = path.parent
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -111,7 +112,8 @@ def read_metadata(path: Path) -> list[Track]:
         lrc = (row.get("lrc_path") or "").strip()
         audio = resolve_path(root, row["path"])
         singer = unicodedata.normalize("NFC", row["singer_id"].strip())
-        tracks.append(Track(singer, track_id, audio, resolve_path(root, lrc) if lrc else None, split))
+        # no lrc_path given: a same-named .lrc beside the audio, as in a folder tree
+        tracks.append(Track(singer, track_id, audio, resolve_path(root, lrc) if lrc else lyrics_beside(audio), split))
     return tracks
 
 
