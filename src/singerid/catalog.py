@@ -149,30 +149,27 @@ def scan_folder(root: Path) -> list[Track]:
     tracks, duplicates = [], []
     loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
     if loose:
-        warnings.warn(
-            f"{root}: {len(loose)} audio files directly in the catalog folder belong to no singer, not read: "
-            + ", ".join(loose[:3])
-            + (", ..." if len(loose) > 3 else ""),
-            stacklevel=2,
-        )
+        _warn_unread(root, loose, "audio files directly in the catalog folder belong to no singer")
     for singer_dir in sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name)):
         singer = unicodedata.normalize("NFC", singer_dir.name)  # one singer, whatever form the file system gave
         found: dict[str, list[Path]] = defaultdict(list)
         for audio in sorted(p for p in singer_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
-            if not any(_is_hidden(part) for part in audio.relative_to(singer_dir).parts):
-                found[audio.relative_to(root).with_suffix("").as_posix()].append(audio)
+            relative = audio.relative_to(singer_dir)
+            if not any(_is_hidden(part) for part in relative.parts):
+                found[(Path(singer_dir.name) / relative).with_suffix("").as_posix()].append(audio)
         for track_id, files in found.items():
             audio = min(files, key=_format_preference)
             duplicates += [f for f in files if f != audio]
             tracks.append(Track(singer, track_id, audio, lyrics_beside(audio), ""))
     if duplicates:
-        names = ", ".join(str(f.relative_to(root)) for f in duplicates[:3])
-        warnings.warn(
-            f"{root}: {len(duplicates)} files are another format of a track found already, not read: {names}"
-            + (", ..." if len(duplicates) > 3 else ""),
-            stacklevel=2,
-        )
+        names = [str(f.relative_to(root)) for f in duplicates]
+        _warn_unread(root, names, "files are another format of a track found already")
     return tracks
+
+
+def _warn_unread(root: Path, names: list[str], why: str) -> None:
+    listed = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    warnings.warn(f"{root}: {len(names)} {why}, not read: {listed}", stacklevel=3)
 
 
 LOSSLESS_FIRST = (".flac", ".wav", ".aiff", ".aif")

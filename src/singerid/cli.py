@@ -405,8 +405,9 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="how many candidate singers to list per file")
     p.set_defaults(handler=run_identify)
 
-    p = sub.add_parser("verify", help="is this the claimed singer (exit status 0: accepted, 1: rejected)")
-    p.formatter_class = fmt
+    p = sub.add_parser(
+        "verify", help="is this the claimed singer (exit status 0: accepted, 1: rejected)", formatter_class=fmt
+    )
     p.add_argument("library", type=Path, help=library_help)
     p.add_argument("file", type=Path, help="audio file to verify")
     p.add_argument("--singer", required=True, help="the claimed singer id, as enrolled")

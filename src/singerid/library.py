@@ -391,8 +391,9 @@ class SingerLibrary:
             owners, scores = self._search_singers(prototypes, top_k + 1)
             candidates = self._matches(owners.ravel(), scores.ravel())
         best: dict[str, float] = {}
+        own = singer_key(singer_id)
         for match in candidates:
-            if match.singer_id != singer_key(singer_id) and match.score > best.get(match.singer_id, -math.inf):
+            if match.singer_id != own and match.score > best.get(match.singer_id, -math.inf):
                 best[match.singer_id] = match.score
         ranked = sorted(best.items(), key=lambda item: -item[1])[:top_k]
         return [Match(singer, score) for singer, score in ranked]

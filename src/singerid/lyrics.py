@@ -249,8 +249,9 @@ def _otsu_threshold(values: np.ndarray) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
-def _frame_features(wave: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per 10 ms frame: voice-band log energy (dB re full scale) and harmonicity (autocorrelation peak)."""
+def _frame_features(wave: np.ndarray, sample_rate: int, with_harmonicity: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per 10 ms frame: voice-band log energy (dB re full scale) and harmonicity (autocorrelation peak; zeros
+    when not `with_harmonicity`, which skips its cost)."""
     hop = max(1, round(HOP_SECONDS * sample_rate))
     window_length = max(4, round(WINDOW_SECONDS * sample_rate))
     n_fft = scipy.fft.next_fast_len(2 * window_length, real=True)  # linear, not circular, autocorrelation
@@ -273,12 +274,14 @@ def _frame_features(wave: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.
     window_norm = window_autocorr[lags] / window_autocorr[0]
 
     energy_db = np.empty(n_frames)
-    harmonicity = np.empty(n_frames)
+    harmonicity = np.zeros(n_frames)
     for first in range(0, n_frames, _FRAMES_PER_CHUNK):
         chunk = frames[first : first + _FRAMES_PER_CHUNK] * window
         power = np.abs(scipy.fft.rfft(chunk, n_fft, axis=1)) ** 2
         power[:, ~band] = 0.0
         energy_db[first : first + len(chunk)] = 10 * np.log10(power.sum(axis=1) * power_scale + 1e-12)
+        if not with_harmonicity:
+            continue
         # half whitening: divide by the square root of the spectral envelope (smoothed wider than the harmonic
         # spacing), so that steep noise spectra look less periodic while a harmonic comb keeps its peaks
         envelope = scipy.ndimage.uniform_filter1d(power, envelope_bins, axis=1, mode="nearest")
@@ -345,7 +348,8 @@ def detect_vocal_activity(
         vocals = as_mono_float32(vocals, sample_rate)
         if vocals.shape != samples.shape:
             raise ValueError(f"vocals has shape {vocals.shape}, the mixture {samples.shape}")
-        share = scipy.ndimage.median_filter(_frame_features(vocals, sample_rate)[0] - energy_db, size=smoothing)
+        vocal_energy_db, _ = _frame_features(vocals, sample_rate, with_harmonicity=False)
+        share = scipy.ndimage.median_filter(vocal_energy_db - energy_db, size=smoothing)
         voiced = singing & (share >= VOCAL_SHARE_DB)
         if voiced.sum() >= MIN_VOICED_FRACTION * singing.sum():
             singing = voiced

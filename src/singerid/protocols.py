@@ -645,14 +645,12 @@ def read_trial_list(path: str | Path) -> list[tuple[int, str, str]]:
         raise TrialListError(f"{path}: cannot read trial list ({error})") from error
     trials = []
     for number, line in enumerate(lines, start=1):
-        if line.lstrip().startswith("#"):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
             fields = line.strip("\r\n").split("\t") if "\t" in line else shlex.split(line, posix=True)
         except ValueError:  # an unclosed quote, as an apostrophe in an unquoted path makes
             fields = []
-        if not line.strip():
-            continue
         if len(fields) != 3 or fields[0].strip() not in ("0", "1"):
             raise TrialListError(
                 f"{path}:{number}: expected 'label path1 path2' with label 0 or 1 (separate the fields by tabs, "

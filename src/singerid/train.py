@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from singerid.catalog import TRAINING_SPLITS
 from singerid.config import TrainConfig, dump_config
 from singerid.losses import LOSSES, MetricLoss
 from singerid.metrics import equal_error_rate
@@ -282,7 +283,7 @@ def train(
     if len(singers) < 2:
         raise ValueError(f"{store_path}: needs at least 2 singers with train tracks, has {len(singers)}")
     # train tracks are learned from and val tracks choose the best checkpoint: neither may be a test track later
-    trained_tracks = track_digests(sorted(t.track_id for t in store.tracks if t.split in ("train", "val")))
+    trained_tracks = track_digests(sorted(t.track_id for t in store.tracks if t.split in TRAINING_SPLITS))
     loop = config.train
     torch.manual_seed(loop.seed)
     model = build_model(config, store.features.n_mels).to(device)
