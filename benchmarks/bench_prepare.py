@@ -24,10 +24,10 @@ from threadpoolctl import threadpool_limits
 
 from singerid.audio import load_audio, write_audio
 from singerid.features import FeatureConfig, log_mel
-from singerid.lyrics import detect_vocal_activity
 from singerid.parallel import limit_threads
 from singerid.separation import RepetSim
 from singerid.synth import SynthConfig, plan_catalog, render_track
+from singerid.vad import detect_vocal_activity
 
 pytestmark = pytest.mark.bench
 SECONDS = 60.0

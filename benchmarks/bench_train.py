@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from singerid.checkpoint import build_model
 from singerid.config import load_config
 from singerid.prepare import prepare
 from singerid.synth import QUICK, SynthConfig, synthesize
-from singerid.train import build_loss, build_model, train
+from singerid.train import build_loss, train
 
 pytestmark = pytest.mark.bench
 OVERRIDES = [

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soxr
 
-from singerid.lyrics import detect_vocal_activity
 from singerid.synth import SynthConfig, plan_catalog, render_track
+from singerid.vad import detect_vocal_activity
 
 pytestmark = pytest.mark.bench
 RATE = 16000

@@ -27,3 +27,25 @@ def quick_store(quick_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -
     store = tmp_path_factory.mktemp("store")
     prepare(quick_catalog, store, workers=2, progress=False)
     return store
+
+
+TINY = [
+    "model.channels=[4,8,16,32]",
+    "model.blocks=[1,1,1,1]",
+    "model.embedding_dim=32",
+    "train.workers=0",
+    "batch.singers=4",
+    "train.epochs=2",
+    "train.validate_every=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(quick_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny A-PNL model trained for two epochs on the quick store (a folder name with a space)."""
+    from singerid.config import load_config
+    from singerid.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny apnl"
+    train(quick_store, run, load_config(None, TINY), progress=False)
+    return run

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import csv
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from singerid.cli import main
+from singerid.encoder import SingerEncoder
+from singerid.store import FeatureStore
 
 
 def test_help_lists_the_commands() -> None:
@@ -51,3 +57,141 @@ def test_public_names_import_lazily() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "SingerEncoder"
+
+
+def test_library_commands_enroll_identify_verify_similar(
+    tiny_run: Path, quick_store: Path, tmp_path: Path, capsys
+) -> None:
+    library = tmp_path / "my library"
+    assert (
+        main(
+            [
+                "enroll",
+                str(library),
+                "--checkpoint",
+                str(tiny_run / "best.pt"),
+                "--store",
+                str(quick_store),
+                "--splits",
+                "test_seen,test_unseen",
+                "--prototypes",
+                "2",
+            ]
+        )
+        == 0
+    )
+    store = FeatureStore(quick_store)
+    track = next(t for t in store.tracks if t.split == "test_seen")
+    out = capsys.readouterr().out
+    assert "4 singers enrolled" in out and "open-set threshold" in out and "at the equal error rate" in out
+    from singerid.library import SingerLibrary
+
+    calibrated = SingerLibrary.open(library).threshold
+    assert calibrated is not None and -1.0 < calibrated < 1.0
+    broken = tmp_path / "broken song.mp3"
+    broken.write_bytes(b"")
+    assert main(["identify", str(library), str(broken), track.source, "--top-k", "4"]) == 0
+    captured = capsys.readouterr()
+    line = captured.out
+    assert track.source in line and len(re.findall(r"s\d{3} \((-?[0-9.]+)\)", line)) == 4  # four candidates
+    assert f"identify: skipped {broken}: empty file" in captured.err  # a bad file does not stop the batch
+    main(["verify", str(library), track.source, "--singer", track.singer_id, "--threshold", "-1"])
+    assert "accepted" in capsys.readouterr().out
+    name = track.singer_id.upper()  # a typo: the message says which singers are near
+    assert main(["verify", str(library), track.source, "--singer", name]) == 2
+    assert f"did you mean '{track.singer_id}'" in capsys.readouterr().err
+    strict = tmp_path / "strict library"  # open set: a threshold above any cosine turns every query away
+    assert (
+        main(
+            [
+                "enroll",
+                str(strict),
+                "--checkpoint",
+                str(tiny_run / "best.pt"),
+                "--store",
+                str(quick_store),
+                "--splits",
+                "test_seen",
+                "--threshold",
+                "1.01",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["identify", str(strict), track.source]) == 0
+    assert "unknown singer (below the threshold 1.010); closest: " in capsys.readouterr().out
+    assert main(["similar", str(library), track.singer_id, "--top-k", "2"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["similar", str(library), "nobody"]) == 2  # one line, no traceback
+    assert "not enrolled" in capsys.readouterr().err
+    empty = tmp_path / "empty song.mp3"
+    empty.write_bytes(b"")
+    assert main(["embed", str(tiny_run / "best.pt"), track.source, str(empty), "--out", str(tmp_path / "e.npz")]) == 0
+    assert np.load(tmp_path / "e.npz")[track.source].shape == (32,)
+    assert f"embed: skipped {empty}: empty file" in capsys.readouterr().err
+    with socket.socket() as taken:  # the service's port is in use: one line, no traceback
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["serve", str(library), "--port", str(taken.getsockname()[1])]) == 2
+    assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
+
+
+def test_enroll_from_a_catalog_skips_files_it_cannot_use(tiny_run: Path, quick_catalog: Path, tmp_path: Path, capsys):
+    rows = list(csv.DictReader((quick_catalog / "metadata.csv").open(encoding="utf-8")))
+    absolute = {"path", "lrc_path"}
+    rows = [{**r, **{k: str(quick_catalog / r[k]) for k in absolute}} for r in rows if r["split"] == "test_seen"]
+    (tmp_path / "broken.mp3").write_bytes(b"not audio at all" * 100)
+    rows.append({**rows[0], "track_id": "broken", "path": str(tmp_path / "broken.mp3")})
+    with (tmp_path / "metadata.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    library = tmp_path / "library"
+    assert main(["enroll", str(library), "--checkpoint", str(tiny_run / "best.pt"), "--catalog", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert f"enroll: skipped {tmp_path / 'broken.mp3'}: not a readable audio file" in captured.err
+    assert f"({len(rows) - 1} tracks, 1 skipped)" in captured.out
+
+
+def test_export_and_trial_list_scoring(tiny_run: Path, quick_store: Path, tmp_path: Path, capsys) -> None:
+    import torch
+
+    assert main(["export", str(tiny_run / "best.pt"), str(tmp_path / "model.pt2")]) == 0
+    program = torch.export.load(str(tmp_path / "model.pt2")).module()
+    encoder = SingerEncoder.load(tiny_run / "best.pt")
+    features = torch.randn(3, 420, 64)
+    torch.testing.assert_close(program(features), encoder.model(features), rtol=1e-4, atol=1e-5)
+
+    store = FeatureStore(quick_store)
+    tests = [t for t in store.tracks if t.split.startswith("test")]
+    lines, pairs = [], []
+    for a in tests[::7]:
+        for b in tests[3::9]:
+            if a.track_id != b.track_id:  # paths have spaces and apostrophes: tabs, or quotes
+                label = int(a.singer_id == b.singer_id)
+                quoted = f'{label} "{a.source}" "{b.source}"' if '"' not in a.source + b.source else None
+                lines.append(quoted if len(lines) % 2 and quoted else f"{label}\t{a.source}\t{b.source}")
+                pairs.append((str(label), a.source, b.source))
+    assert {line[0] for line in lines} == {"0", "1"}
+    (tmp_path / "trials.txt").write_text("# label path1 path2\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    assert (
+        main(
+            [
+                "score-trials",
+                str(tiny_run / "best.pt"),
+                str(tmp_path / "trials.txt"),
+                "--root",
+                "/",
+                "--out",
+                str(tmp_path / "scores.txt"),
+            ]
+        )
+        == 0
+    )
+    assert f"{len(lines)} trials" in capsys.readouterr().out
+    scored = [line.split("\t") for line in (tmp_path / "scores.txt").read_text(encoding="utf-8").splitlines()]
+    assert [tuple(fields[1:]) for fields in scored] == pairs and all(-1 <= float(f[0]) <= 1 for f in scored)
+    (tmp_path / "bad.txt").write_text(f"1 {tests[0].source} {tests[1].source}\n", encoding="utf-8")
+    assert main(["score-trials", str(tiny_run / "best.pt"), str(tmp_path / "bad.txt")]) == 2
+    assert "quote paths that hold spaces" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from singerid.config import ConfigError, dump_config, load_config
+from singerid.config import ConfigError, config_from_dict, dump_config, load_config
 
 CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
 
@@ -64,8 +64,39 @@ def test_overrides_parse_yaml_values() -> None:
         None, ["batch.singers=100", "loss.name=triplet", "loss.margin=0.2", "model.channels=[4,8,16,32]"]
     )
     assert config.batch.singers == 100 and config.loss.options == {"margin": 0.2, "mining": "semihard"}
-    assert config.model.channels == (4, 8, 16, 32)
+    assert config.model.options["channels"] == (4, 8, 16, 32)
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["batch"])
     with pytest.raises(ConfigError, match="needs batch.segments >= 2"):
         load_config(None, ["batch.segments=1"])
+
+
+def test_model_options_are_checked_like_loss_options() -> None:
+    config = load_config(None, ["model.channels=[8,16,32,64]", "model.input_norm=bin"])
+    assert config.model.options == {"channels": (8, 16, 32, 64), "blocks": (3, 4, 6, 3), "input_norm": "bin"}
+    assert config.to_dict()["model"] == {
+        "name": "thin_resnet34", "embedding_dim": 512, "channels": [8, 16, 32, 64], "blocks": [3, 4, 6, 3],
+        "input_norm": "bin",
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="unknown key 'model.chanels' for model 'thin_resnet34'.*'channels'"):
+        load_config(None, ["model.chanels=[8,16,32,64]"])
+    with pytest.raises(ConfigError, match="model.*input_norm must be one of"):
+        load_config(None, ["model.input_norm=layer"])
+    with pytest.raises(ConfigError, match="model.*4 entries"):
+        load_config(None, ["model.blocks=[1,1]"])
+    with pytest.raises(ConfigError, match="unknown model 'resnet9'"):
+        load_config(None, ["model.name=resnet9"])
+    with pytest.raises(ConfigError, match="'model.blocks' must be like"):
+        load_config(None, ["model.blocks=three"])
+
+
+def test_a_stored_config_of_another_version_still_reads() -> None:
+    stored = load_config().to_dict()
+    stored["train"]["retired_setting"] = 1  # written by a later or earlier singerid
+    stored["model"]["retired_option"] = True
+    del stored["optim"]["decay"]  # a field added after it was written takes its default
+    with pytest.raises(ConfigError):
+        config_from_dict(stored, "stored")
+    with pytest.warns(UserWarning, match="retired"):
+        config = config_from_dict(stored, "stored", strict=False)
+    assert config == load_config()

@@ -65,7 +65,9 @@ def reference_triplet(x: np.ndarray, margin: float, mining: str = "semihard") ->
                     continue
                 positive = norm(unit[i][a] - unit[i][p])
                 farther = [d for d in others if d > positive]
-                negative = min(farther) if mining == "semihard" and farther else min(others)
+                # semi-hard: the closest negative farther than the positive, else the farthest negative
+                semihard = min(farther) if farther else max(others)
+                negative = min(others) if mining == "hardest" else semihard
                 losses.append(max(0.0, positive - negative + margin))
                 correct.append(positive < min(others))
     return float(np.mean(losses)), float(np.mean(correct))

@@ -123,12 +123,12 @@ def test_scores_match_a_direct_computation() -> None:
         correct = 0
         for tracks_row, segments_row, target in zip(queries.queries.tracks, queries.queries.segments, queries.targets):
             correct += int(np.argmax(np.array(prototypes) @ embedding(tracks_row, segments_row)) == target)
-        assert result.identification[group_name]["2"]["top1"] == pytest.approx(correct / queries.targets.size)
+        assert result.identification[group_name][2].top1 == pytest.approx(correct / queries.targets.size)
         for key, pairs in (
             (f"one_on_one/{group_name}", group.one_on_one),
             (f"centroid/3/{group_name}", group.centroid[3]),
         ):
-            scores, labels = result.scores()[key]
+            scores, labels = result.verification_scores[key]
             expected = [
                 embedding(pairs.enrollment.tracks[i], pairs.enrollment.segments[i])
                 @ embedding(pairs.query.tracks[i], pairs.query.segments[i])
@@ -136,6 +136,51 @@ def test_scores_match_a_direct_computation() -> None:
             ]
             np.testing.assert_allclose(scores, expected, atol=1e-5)
             np.testing.assert_array_equal(labels, pairs.enrollment_singers == pairs.query_singers)
+
+
+def test_squared_euclidean_scores_match_a_direct_computation() -> None:
+    """The prototypical loss's metric (eq. 3): plain means of raw embeddings, minus squared distances."""
+    tracks = both_groups(noise=0.8, singers=5, tracks_per_singer=8, segments=4)
+    rng = np.random.default_rng(7)
+    tracks = [replace(t, segments=t.segments * rng.uniform(0.2, 5.0, (len(t.segments), 1))) for t in tracks]
+    trials = make_trials(tracks, replace(SMALL, query_segments=(2,), enroll_segments=(3,)))
+    result = evaluate(tracks, trials, metric="sqeuclidean")
+    table = {t.track_id: t.segments.astype(np.float64) for t in tracks}
+
+    def mean(track_positions: np.ndarray, segment_indices: np.ndarray) -> np.ndarray:
+        return np.mean([table[trials.track_ids[t]][s] for t, s in zip(track_positions, segment_indices)], axis=0)
+
+    for group_name, group in trials.groups.items():
+        prototypes = np.stack(
+            [
+                np.concatenate([table[trials.track_ids[t]] for t in tracks]).mean(axis=0)
+                for tracks in group.enrollment_tracks
+            ]
+        )
+        queries = group.identification[2]
+        correct = sum(
+            int(np.argmin(((prototypes - mean(t, s)) ** 2).sum(axis=1)) == target)
+            for t, s, target in zip(queries.queries.tracks, queries.queries.segments, queries.targets)
+        )
+        assert result.identification[group_name][2].top1 == pytest.approx(correct / queries.targets.size)
+        pairs = group.centroid[3]
+        scores, _ = result.verification_scores[f"centroid/3/{group_name}"]
+        expected = [
+            -np.sum(
+                (
+                    mean(pairs.enrollment.tracks[i], pairs.enrollment.segments[i])
+                    - mean(pairs.query.tracks[i], pairs.query.segments[i])
+                )
+                ** 2
+            )
+            for i in range(len(scores))
+        ]
+        np.testing.assert_allclose(scores, expected, rtol=1e-4)
+    cosine = evaluate(tracks, trials)  # the norms carry no identity here, but they move squared distances
+    assert cosine.verification_scores["one_on_one/seen"][0].max() <= 1.0 + 1e-6
+    assert result.verification_scores["one_on_one/seen"][0].max() <= 0.0
+    with pytest.raises(ValueError, match="metric"):
+        evaluate(tracks, trials, metric="manhattan")
 
 
 def test_enrollment_and_query_never_share_a_track() -> None:
@@ -188,7 +233,7 @@ def test_tiny_query_pool_uses_every_segment_before_repeating() -> None:
     queries = trials.groups["seen"].identification[5].queries
     for row_tracks, row_segments in zip(queries.tracks, queries.segments):
         assert len(set(zip(row_tracks.tolist(), row_segments.tolist()))) == 2
-    assert evaluate(tracks, trials).identification["seen"]["5"]["top1"] == 1.0
+    assert evaluate(tracks, trials).identification["seen"][5].top1 == 1.0
 
 
 def test_seen_and_unseen_singers_are_never_mixed() -> None:
@@ -247,9 +292,9 @@ def test_save_and_load_give_identical_results(tmp_path) -> None:
     assert loaded.to_dict() == trials.to_dict()
     original, reloaded = evaluate(tracks, trials), evaluate(tracks, loaded)
     assert reloaded.to_dict() == original.to_dict()
-    for condition, (scores, labels) in original.scores().items():
-        np.testing.assert_array_equal(reloaded.scores()[condition][0], scores)
-        np.testing.assert_array_equal(reloaded.scores()[condition][1], labels)
+    for condition, (scores, labels) in original.verification_scores.items():
+        np.testing.assert_array_equal(reloaded.verification_scores[condition][0], scores)
+        np.testing.assert_array_equal(reloaded.verification_scores[condition][1], labels)
     (tmp_path / "bad.json").write_text(json.dumps({"format": "something else"}))
     with pytest.raises(ValueError, match="bad.json"):
         load_trials(tmp_path / "bad.json")

@@ -13,12 +13,8 @@ import pytest
 
 from singerid.report import (
     DET_CONDITIONS,
-    PAPER_TABLE_II,
-    PAPER_TABLE_III,
-    PAPER_TABLE_IV,
     _embedding_coordinates,
     format_tables,
-    load_results,
     plot_det,
     plot_embedding_map,
     plot_top1_vs_segments,
@@ -27,6 +23,7 @@ from singerid.report import (
     table_iv,
     write_report,
 )
+from singerid.results import SystemResult, load_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -39,11 +36,13 @@ def identification(top1: float, top5: float) -> dict[str, float | int]:
     return {"top1": top1, "top5": top5, "trials": 40}
 
 
-def fake_system(name: str, loss: str, setting: str, kind: str, base: float, *, unseen: bool = True) -> dict:
-    """A result in EvaluationResult.to_dict() layout; values derived from ``base`` so each is distinct."""
+def fake_system(
+    name: str, loss: str, setting: str, kind: str, base: float, *, unseen: bool = True, separation: str = "none"
+) -> SystemResult:
+    """A result with values derived from ``base``, so that each is distinct."""
     groups = {"seen": 0.0, "unseen": -0.05} if unseen else {"seen": 0.0}
-    return {
-        "system": {"name": name, "loss": loss, "setting": setting, "separation": "none", "kind": kind},
+    entry = {
+        "system": {"name": name, "loss": loss, "setting": setting, "separation": separation, "kind": kind},
         "identification": {
             group: {str(n): identification(base + shift + 0.1 * n, base + shift + 0.1 * n + 0.125) for n in (1, 3, 5)}
             for group, shift in groups.items()
@@ -57,10 +56,11 @@ def fake_system(name: str, loss: str, setting: str, kind: str, base: float, *, u
         },
         "singers": {"seen": 12, "unseen": 12 if unseen else 0, "skipped": 1},
     }
+    return SystemResult.from_dict(entry)
 
 
 @pytest.fixture
-def systems() -> list[dict]:
+def systems() -> list[SystemResult]:
     return [
         fake_system("apnl-m3", "angleproto", "M=3", "trained", 0.4),
         fake_system("tpl-a02", "triplet", "alpha = 0.20", "trained", 0.3),
@@ -77,22 +77,7 @@ def markdown_cells(markdown: str, first_cell: str) -> list[str]:
     raise AssertionError(f"no row {first_cell!r} in:\n{markdown}")
 
 
-def test_paper_tables_hold_the_published_numbers() -> None:
-    assert len(PAPER_TABLE_II) == 16
-    assert PAPER_TABLE_II[("angleproto", "M=4", "spleeter")]["top1_seen"] == 55.81
-    assert PAPER_TABLE_II[("triplet", "alpha=0.1", "none")]["eer_unseen"] == 18.97
-    assert PAPER_TABLE_II[("ge2e", "M=3", "none")]["top5_unseen"] == 2.52  # the paper's typo, kept
-    assert PAPER_TABLE_III[("triplet", "alpha=0.2", "none")]["top1_seen_5"] == 87.96
-    assert PAPER_TABLE_IV[("angleproto", "M=3", "none")]["eer_seen_5"] == 8.72
-    # Table IV's one-segment column repeats Table II's one-on-one EER.
-    for key, row in PAPER_TABLE_IV.items():
-        assert (row["eer_seen_1"], row["eer_unseen_1"]) == (
-            PAPER_TABLE_II[key]["eer_seen"],
-            PAPER_TABLE_II[key]["eer_unseen"],
-        )
-
-
-def test_table_ii_markdown_puts_ours_and_the_papers_values_in_place(systems: list[dict]) -> None:
+def test_table_ii_markdown_puts_ours_and_the_papers_values_in_place(systems: list[SystemResult]) -> None:
     markdown = table_ii(systems).to_markdown()
     header = markdown_cells(markdown, "System")
     assert header == [
@@ -113,7 +98,7 @@ def test_table_ii_markdown_puts_ours_and_the_papers_values_in_place(systems: lis
     assert "Spleeter" in markdown
 
 
-def test_table_ii_csv_parses_back_to_the_same_values(systems: list[dict]) -> None:
+def test_table_ii_csv_parses_back_to_the_same_values(systems: list[SystemResult]) -> None:
     table = table_ii(systems)
     parsed = list(csv.DictReader(io.StringIO(table.to_csv())))
     assert [row["system"] for row in parsed] == ["apnl-m3", "tpl-a02", "mfcc"]
@@ -127,9 +112,8 @@ def test_table_ii_csv_parses_back_to_the_same_values(systems: list[dict]) -> Non
     assert parsed[2]["top1_unseen"] == "" and parsed[2]["paper_row"] == ""
 
 
-def test_separated_systems_compare_with_the_papers_spleeter_block(systems: list[dict]) -> None:
-    separated = fake_system("apnl-m3-repet", "angleproto", "M=3", "trained", 0.4)
-    separated["system"]["separation"] = "repet"
+def test_separated_systems_compare_with_the_papers_spleeter_block(systems: list[SystemResult]) -> None:
+    separated = fake_system("apnl-m3-repet", "angleproto", "M=3", "trained", 0.4, separation="repet")
     markdown = table_ii([*systems, separated]).to_markdown()
     lines = markdown.splitlines()
     with_block = lines.index("| **With source separation (repet; paper: Spleeter)** | | | | | | |")
@@ -148,7 +132,7 @@ def test_the_papers_typo_is_kept_and_footnoted() -> None:
     assert "typo" in markdown
 
 
-def test_table_iii_and_iv_rows(systems: list[dict]) -> None:
+def test_table_iii_and_iv_rows(systems: list[SystemResult]) -> None:
     iii = table_iii(systems)
     assert [column.key for column in iii.columns] == [
         f"top1_{group}_{n}" for n in (1, 3, 5) for group in ("seen", "unseen")
@@ -170,11 +154,6 @@ def test_table_iii_and_iv_rows(systems: list[dict]) -> None:
     ]  # fmt: skip
     text = format_tables(systems)
     assert "Table II" in text and "Table III" in text and "Table IV" in text
-
-
-def test_tables_reject_a_system_without_a_name() -> None:
-    with pytest.raises(ValueError, match="system 0"):
-        table_ii([{"identification": {}}])
 
 
 def det_trials(separated: bool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +186,7 @@ def test_plot_det_draws_separated_random_and_realistic_scores(tmp_path: Path) ->
         plot_det({}, tmp_path / "empty.png", "none")
 
 
-def test_plot_top1_vs_segments(tmp_path: Path, systems: list[dict]) -> None:
+def test_plot_top1_vs_segments(tmp_path: Path, systems: list[SystemResult]) -> None:
     path = tmp_path / "top1.png"
     plot_top1_vs_segments(systems, path)
     assert_png(path, 15_000)
@@ -235,7 +214,7 @@ def test_embedding_map_with_five_singers_and_the_pca_fallback(tmp_path: Path, mo
         plot_embedding_map(embeddings, labels[:-1], path, "bad")
 
 
-def test_write_report_writes_every_promised_file(tmp_path: Path, systems: list[dict]) -> None:
+def test_write_report_writes_every_promised_file(tmp_path: Path, systems: list[SystemResult]) -> None:
     rng = np.random.default_rng(2)
     det_scores = {
         "apnl-m3": {condition: det_trials(True, rng) for condition in DET_CONDITIONS},
@@ -266,20 +245,14 @@ def test_write_report_writes_every_promised_file(tmp_path: Path, systems: list[d
     assert "**Table II.**" in text and "**Table III.**" in text and "**Table IV.**" in text
     assert table_ii(systems).to_csv() == (out / "table2.csv").read_text(encoding="utf-8")
     assert table_iv(systems).to_csv() == (out / "table4.csv").read_text(encoding="utf-8")
-    assert load_results(out / "results.json") == json.loads(json.dumps(systems))
+    loaded = load_results(out / "results.json")
+    assert [entry.to_dict() for entry in loaded] == json.loads(json.dumps([entry.to_dict() for entry in systems]))
     assert sorted(path.name for path in out.iterdir()) == sorted(
         pngs + ["report.md", "results.json", "table2.csv", "table3.csv", "table4.csv"]
     )  # no temporary files left
 
 
-def test_load_results_rejects_other_json(tmp_path: Path) -> None:
-    path = tmp_path / "results.json"
-    path.write_text(json.dumps({"systems": []}), encoding="utf-8")
-    with pytest.raises(ValueError, match="not a singerid results file"):
-        load_results(path)
-
-
-def test_write_report_without_scores_or_maps_skips_those_plots(tmp_path: Path, systems: list[dict]) -> None:
+def test_write_report_without_scores_or_maps_skips_those_plots(tmp_path: Path, systems: list[SystemResult]) -> None:
     report = write_report(systems[:1], tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "report.md", "results.json", "table2.csv", "table3.csv", "table4.csv", "top1_vs_segments.png"
@@ -290,13 +263,17 @@ def test_write_report_without_scores_or_maps_skips_those_plots(tmp_path: Path, s
 def test_protocol_notes_explain_small_groups_and_skipped_singers() -> None:
     from singerid.report import protocol_notes
 
-    result = {
-        "singers": {"seen": 4, "unseen": 30, "skipped": 2},
-        "skipped_singers": {"Björk": "2 tracks; needs 7", "D'Angelo": "the only eligible singer"},
-    }
+    result = SystemResult.from_dict(
+        {
+            "system": {"name": "x"},
+            "singers": {"seen": 4, "unseen": 30, "skipped": 2},
+            "skipped_singers": {"Björk": "2 tracks; needs 7", "D'Angelo": "the only eligible singer"},
+        }
+    )
     notes = protocol_notes([result])
     assert notes == [
         "Only 4 seen singers: chance top-1 is 25 %, and top-5 is 100 % by construction.",
         "2 test singers take no part (Björk: 2 tracks; needs 7; D'Angelo: the only eligible singer).",
     ]
-    assert protocol_notes([]) == [] and protocol_notes([{"singers": {"seen": 40, "unseen": 40}}]) == []
+    many = SystemResult.from_dict({"system": {"name": "x"}, "singers": {"seen": 40, "unseen": 40}})
+    assert protocol_notes([]) == [] and protocol_notes([many]) == []

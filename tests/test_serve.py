@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from singerid.audio import write_audio
+from singerid.errors import SignalError
 from singerid.library import SingerLibrary
 from singerid.serve import make_server
 
@@ -34,7 +35,7 @@ def fake_embed(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     peak = float(np.fft.rfftfreq(wave.size, 1.0 / sample_rate)[np.argmax(spectrum)])
     nearest = min(TONE_EMBEDDINGS, key=lambda frequency: abs(frequency - peak))
     if abs(nearest - peak) > 10:
-        raise ValueError(f"no known tone near {peak:.0f} Hz")
+        raise SignalError(f"no known tone near {peak:.0f} Hz")
     return TONE_EMBEDDINGS[nearest]
 
 
@@ -148,7 +149,7 @@ def test_errors_are_json_without_tracebacks(server, tones):
     assert status == 413 and "exceeds the limit of 200000 bytes" in answer["error"]
     assert call(server, "GET", "/identify")[0] == 405
     assert call(server, "GET", "/nowhere")[0] == 404
-    # a ValueError from the encoder (here: a tone it does not know) is the client's problem: 400 with its text
+    # a SignalError from the encoder (here: a tone it does not know) is the client's problem: 400 with its text
     assert call(server, "POST", "/identify", tones[1000]) == (400, {"error": "no known tone near 1000 Hz"})
     assert call(server, "GET", "/health")[1]["singers"] == 3  # nothing above changed the library
 
@@ -160,3 +161,18 @@ def test_a_server_fault_is_a_500_without_details(tones, caplog):
         status, answer = call(address, "POST", "/identify", tones[220])
     assert (status, answer) == (500, {"error": "internal server error; see the server log"})
     assert "embed() returned shape (3,), expected (8,)" in caplog.text  # the details stay in the server log
+
+
+def test_a_bug_in_the_encoder_is_a_500_not_a_client_error(tones, caplog):
+    """Only singerid's input errors are the client's fault; a KeyError or ValueError from a bug is a 500."""
+    library = SingerLibrary(DIM, threshold=0.5)
+    library.enroll("alice", TONE_EMBEDDINGS[220])
+
+    def broken(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+        return {"bug": 1}["missing"]  # a KeyError: must not become a 404 'unknown singer'
+
+    with running(library, broken) as address:
+        status, answer = call(address, "POST", "/identify", tones[220])
+        assert (status, answer) == (500, {"error": "internal server error; see the server log"})
+        assert call(address, "POST", "/verify?singer_id=alice", tones[220])[0] == 500
+    assert "KeyError" in caplog.text

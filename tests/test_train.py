@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from singerid.checkpoint import CheckpointError, build_model, load_checkpoint
 from singerid.config import load_config
 from singerid.sampler import CropDataset, SingerBatchSampler
 from singerid.store import FeatureStore
-from singerid.train import CheckpointError, build_loss, build_model, load_checkpoint, train, training_singers
+from singerid.train import build_loss, train, training_singers
 
 CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
 TINY = ["model.channels=[4,8,16,32]", "model.blocks=[1,1,1,1]", "model.embedding_dim=32", "train.workers=0"]
@@ -36,9 +37,9 @@ def test_every_config_trains_two_steps(path: Path, quick_store: Path, tmp_path: 
     (row,) = read_log(tmp_path / "run")
     assert int(row["step"]) == 2 and np.isfinite(float(row["loss"])) and 0 <= float(row["val_eer"]) <= 1
     state = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert state["epoch"] == 1 and state["config"] == config.to_dict() and result.epochs == 1
+    assert state.epoch == 1 and state.config == config and result.epochs == 1
     fresh = build_model(config, 64)
-    trained = {k: v for k, v in state["model"].items() if v.is_floating_point()}
+    trained = {k: v for k, v in state.model.items() if v.is_floating_point()}
     assert any(not torch.equal(fresh.state_dict()[k], v) for k, v in trained.items())
 
 
@@ -53,7 +54,7 @@ def test_validation_eer_falls(quick_store: Path, tmp_path: Path) -> None:
     losses = [float(r["loss"]) for r in rows]
     assert losses[-1] < losses[0]
     first = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert first["best_eer"] <= float(rows[3]["val_eer"])
+    assert first.best_eer <= float(rows[3]["val_eer"])
 
 
 def test_resume_continues_exactly(quick_store: Path, tmp_path: Path) -> None:
@@ -63,14 +64,14 @@ def test_resume_continues_exactly(quick_store: Path, tmp_path: Path) -> None:
     train(quick_store, tmp_path / "resumed", half, progress=False)
     train(quick_store, tmp_path / "resumed", config, resume=True, progress=False)
     a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "resumed" / "last.pt")
-    assert a["step"] == b["step"] == 2
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+    assert a.step == b.step == 2
+    for key, value in a.model.items():
+        assert torch.equal(value, b.model[key]), key
     assert len(read_log(tmp_path / "resumed")) == 2
     with pytest.raises(CheckpointError, match="--resume"):  # finished work is never overwritten by accident
         train(quick_store, tmp_path / "resumed", config, progress=False)
     # without validation, best.pt follows last.pt instead of freezing at the first epoch
-    assert load_checkpoint(tmp_path / "resumed" / "best.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "resumed" / "best.pt").epoch == 2
 
 
 def test_two_process_ddp_trains_like_one_process_on_the_global_batch(quick_store: Path, tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_two_process_ddp_trains_like_one_process_on_the_global_batch(quick_store
     loss_fn(embeddings, labels.view(4, 2)[:, 0]).loss.backward()
     optimizer.step()
     for name, value in model.named_parameters():
-        torch.testing.assert_close(ddp["model"][name], value.detach(), rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(ddp.model[name], value.detach(), rtol=1e-4, atol=1e-5, msg=name)
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,6 +23,9 @@ import av
 import av.logging
 import numpy as np
 import soxr
+
+from singerid.errors import SingerIdError
+from singerid.fileio import atomic_path
 
 RESAMPLE_QUALITY = "HQ"
 # Fractions of packets that may fail to decode before a file counts as broken.
@@ -39,7 +41,7 @@ _PCM_SCALE = {
 }
 
 
-class AudioError(Exception):
+class AudioError(SingerIdError):
     """A file that could not be read as audio; ``str(error)`` names the file and the reason."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -337,16 +339,8 @@ def write_audio(
         wave = np.clip(wave, -1.0, 1.0).astype(np.float32)
         sample_rate = 48000
     layout = av.AudioLayout(_LAYOUTS[wave.shape[0]])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with av.logging.Capture():
-            _encode(temporary, wave, sample_rate, layout, encoding, bit_depth, bitrate)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    with atomic_path(path) as temporary, av.logging.Capture():
+        _encode(temporary, wave, sample_rate, layout, encoding, bit_depth, bitrate)
 
 
 def _encode(

@@ -14,6 +14,9 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePath
 
+from singerid.errors import SingerIdError
+from singerid.splits import SPLITS, TEST_SEEN, TEST_UNSEEN, TRAIN, VAL
+
 AUDIO_SUFFIXES = frozenset(
     {
         ".mp3",
@@ -48,17 +51,14 @@ AUDIO_SUFFIXES = frozenset(
         ".mkv",
     }
 )
-SPLITS = ("train", "val", "test_seen", "test_unseen")
 MIN_TRAIN_TRACKS = 3  # a seen test singer keeps this many tracks for train and val
 MIN_TEST_SINGERS = 4  # per test group, where the catalog has 4x as many singers
-TRAINING_SPLITS = ("train", "val")
-TEST_SPLITS = ("test_seen", "test_unseen")
 
 
 LAYOUT = "a catalog is a folder with one folder per singer, CATALOG/<singer>/[<album>/]<track>.mp3, or a metadata.csv"
 
 
-class CatalogError(ValueError):
+class CatalogError(SingerIdError, ValueError):
     """A catalog that cannot be read; the message names the file and the reason."""
 
 
@@ -221,13 +221,13 @@ def assign_splits(tracks: list[Track], seed: int, unseen_fraction: float = 0.15,
         open_tracks = [t for t in by_singer[singer] if not t.split]
         rng.shuffle(open_tracks)
         if singer in unseen:
-            decided.update((t.track_id, "test_unseen") for t in open_tracks)
+            decided.update((t.track_id, TEST_UNSEEN) for t in open_tracks)
             continue
         if singer in seen_test:
             n_test = min(test_tracks, len(open_tracks) - MIN_TRAIN_TRACKS)
-            decided.update((t.track_id, "test_seen") for t in open_tracks[:n_test])
+            decided.update((t.track_id, TEST_SEEN) for t in open_tracks[:n_test])
             open_tracks = open_tracks[n_test:]
         n_val = round(0.2 * len(open_tracks)) if len(open_tracks) >= 2 else 0
-        decided.update((t.track_id, "val") for t in open_tracks[:n_val])
-        decided.update((t.track_id, "train") for t in open_tracks[n_val:])
+        decided.update((t.track_id, VAL) for t in open_tracks[:n_val])
+        decided.update((t.track_id, TRAIN) for t in open_tracks[n_val:])
     return [t if t.split else replace(t, split=decided[t.track_id]) for t in tracks]

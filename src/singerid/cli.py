@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from singerid import __version__
+from singerid.errors import SingerIdError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -112,7 +113,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def add_prepare(sub: argparse._SubParsersAction) -> None:
-    from singerid.prepare import FrontendConfig
+    from singerid.features import FrontendConfig
 
     d = FrontendConfig()
     p = sub.add_parser(
@@ -155,7 +156,8 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from singerid.prepare import FrontendConfig, prepare
+    from singerid.features import FrontendConfig
+    from singerid.prepare import prepare
     from singerid.store import FeatureStore, format_summary
 
     frontend = FrontendConfig(
@@ -273,7 +275,10 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, help="run folder made by `singerid train`")
     p.add_argument("store", type=Path, help="feature store with test_seen / test_unseen tracks")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint to evaluate")
-    p.add_argument("--hop-frames", type=int, default=0, help="hop between test windows (0: the crop length)")
+    p.add_argument(
+        "--window-frames", type=int, default=350, help="frames per test window (350: 3.5 s, the paper's segment)"
+    )
+    p.add_argument("--hop-frames", type=int, default=0, help="hop between test windows (0: the window length)")
     p.add_argument("--no-baselines", action="store_true", help="skip the untrained-network and MFCC baselines")
     p.add_argument("--queries-per-singer", type=int, default=20, help="identification trials per singer and length")
     p.add_argument("--trials-per-singer", type=int, default=120, help="one-on-one verification trials per singer")
@@ -292,7 +297,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         verification_trials_per_singer=args.trials_per_singer,
         seed=args.seed,
     )
-    options = EvaluationOptions(args.checkpoint, args.hop_frames, not args.no_baselines, protocol)
+    options = EvaluationOptions(args.checkpoint, args.window_frames, args.hop_frames, not args.no_baselines, protocol)
     report, results = evaluate_run(args.run, args.store, options, args.out)
     print(format_tables(results))
     print(f"evaluate: report {report}, results {report.parent / 'results.json'}")
@@ -321,18 +326,20 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:
+    from singerid.config import ConfigError
     from singerid.evaluation import EvaluationOptions
     from singerid.experiment import prepare_stores, run_experiment
-    from singerid.report import format_tables, load_results
+    from singerid.report import format_tables
+    from singerid.results import load_results
     from singerid.store import read_header
 
     configs = sorted(p for g in args.grid for p in ([g] if g.is_file() else g.glob("*.yaml")))
     if not configs:
-        raise FileNotFoundError(f"no YAML configs in {', '.join(map(str, args.grid))}")
+        raise ConfigError(f"no YAML configs in {', '.join(map(str, args.grid))}")
     if args.catalog:
         stores = prepare_stores(args.catalog, args.out, args.separation.split(","), args.workers)
     else:
-        stores = {read_header(s).frontend.get("separation", "none"): s for s in args.store}
+        stores = {read_header(s).frontend.separation: s for s in args.store}
     report = run_experiment(
         configs, args.out, stores, overrides=args.overrides, options=EvaluationOptions(baselines=not args.no_baselines)
     )
@@ -660,39 +667,6 @@ COMMANDS = [
 ]
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors caused by the user's input: printed as one line naming the file and the reason, no traceback."""
-    from singerid.audio import AudioError
-    from singerid.catalog import CatalogError
-    from singerid.config import ConfigError
-    from singerid.lyrics import LyricsError
-    from singerid.protocols import TrialListError
-    from singerid.registry import RegistryError
-    from singerid.separation import SeparationError
-    from singerid.serve import ServeError
-    from singerid.store import StoreError
-    from singerid.train import CheckpointError
-
-    errors: tuple[type[Exception], ...] = (
-        AudioError,
-        CatalogError,
-        CheckpointError,
-        ConfigError,
-        LyricsError,
-        RegistryError,
-        SeparationError,
-        ServeError,
-        StoreError,
-        TrialListError,
-        FileNotFoundError,
-    )
-    try:
-        from singerid.library import LibraryError
-    except ImportError:  # the library extra (faiss) is not installed
-        return errors
-    return (*errors, LibraryError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -700,19 +674,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     handler: Handler = args.handler
-    USER_ERRORS = _user_errors()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a command as Ctrl-C does: its workers stop too
     warnings.formatwarning = _one_line_warning
     try:
         return handler(args)
-    except USER_ERRORS as error:
+    except SingerIdError as error:  # the input's fault: one line naming it; anything else is a bug: a traceback
         print(f"singerid: error: {error}", file=sys.stderr)
-        return 2
-    except (KeyError, ValueError) as error:
-        if os.environ.get("SINGERID_DEBUG"):
-            raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"singerid: error: {message} (SINGERID_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         resume = (

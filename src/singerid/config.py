@@ -14,19 +14,21 @@ Overrides on the command line use dotted keys with YAML values: `--set batch.sin
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from singerid.errors import SingerIdError
 from singerid.losses import LOSSES
 from singerid.model import MODELS
 from singerid.registry import RegistryError
 
 
-class ConfigError(ValueError):
+class ConfigError(SingerIdError, ValueError):
     """A config that cannot be used; the message names the file and the key."""
 
 
@@ -34,9 +36,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     name: str = "thin_resnet34"  # a name in singerid.model.MODELS
     embedding_dim: int = 512  # size of the embedding (the paper: 512)
-    channels: tuple[int, ...] = (16, 32, 64, 128)  # channels of the four residual stages (Table I)
-    blocks: tuple[int, ...] = (3, 4, 6, 3)  # basic blocks per stage (ResNet34 layout)
-    input_norm: str = "segment"  # per-segment input normalisation: segment (keeps the spectral envelope) | bin | none
+    options: dict[str, Any] = field(default_factory=dict)  # the model's own Options (channels, blocks, ...)
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class TrainLoopConfig:
     passes: int = 1  # times each training singer appears per epoch
     validate_every: int = 10  # epochs between validations (EER and top-1 on the val split); 0: never
     val_segments: int = 4  # segments per val track, evenly spaced
+    val_enroll_tracks: int = 3  # train tracks per singer whose segments form its prototype for validation
     seed: int = 0  # seeds model initialisation, batches and crops
     workers: int = 2  # data-loading processes per training process (0: load in the main process)
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
@@ -83,27 +84,53 @@ class TrainConfig:
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved config as plain data (what config.yaml and checkpoints hold)."""
+        """The resolved config as plain data (what config.yaml and checkpoints hold): the plug-in sections flat,
+        as they are written in YAML."""
         data = asdict(self)
+        data["model"] = {"name": self.model.name, "embedding_dim": self.model.embedding_dim, **self.model.options}
         data["loss"] = {"name": self.loss.name, **self.loss.options}
-        data["model"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["model"].items()}
-        return data
+        return _plain(data)
 
 
-def loss_options(name: str, options: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """The loss's Options with the given keys checked and defaults filled in."""
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively: what YAML and JSON write."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+# The plug-in sections: `name` picks a class from the registry and its Options dataclass checks the other keys.
+# ModelConfig also keeps embedding_dim, which the loss needs too.
+PLUGIN_SECTIONS = {"model": (MODELS, ModelConfig, ("embedding_dim",)), "loss": (LOSSES, LossConfig, ())}
+
+
+def plugin_section(section: str, values: Any, source: str, strict: bool) -> ModelConfig | LossConfig:
+    """A model or loss section: its name, its shared keys, and its class's Options checked and filled in."""
+    registry, config_class, shared = PLUGIN_SECTIONS[section]
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{source}: '{section}' must be a mapping")
+    values = dict(values)
+    name = values.pop("name", config_class.name)
     try:
-        options_class = LOSSES.get(name).Options
+        options_class = registry.get(name).Options
     except RegistryError as error:
-        raise ConfigError(f"{source}: loss.name: {error}") from None
-    known = {f.name: f for f in fields(options_class)}
-    for key in options:
-        if key not in known:
-            raise ConfigError(f"{source}: unknown key 'loss.{key}' for loss '{name}'{suggest(key, known)}")
+        raise ConfigError(f"{source}: {section}.name: {error}") from None
+    common = build_section(config_class, {k: values.pop(k) for k in shared if k in values}, section, source, strict)
+    known = {f.name for f in fields(options_class)}
+    for key in set(values) - known:
+        if strict:
+            raise ConfigError(f"{source}: unknown key '{section}.{key}' for {section} '{name}'{suggest(key, known)}")
+        warnings.warn(f"{source}: ignoring '{section}.{key}', which this singerid does not know", stacklevel=2)
+        del values[key]
     try:
-        return asdict(options_class(**options))
+        options = build_section(options_class, values, section, source, strict)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{source}: loss: {error}") from None
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"{source}: {section}: {error}") from None
+    return replace(common, name=name, options=asdict(options))
 
 
 def suggest(key: str, known: Sequence[str] | Mapping[str, Any]) -> str:
@@ -111,14 +138,18 @@ def suggest(key: str, known: Sequence[str] | Mapping[str, Any]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known) or 'none'}"
 
 
-def build_section(cls: type, values: Mapping[str, Any], path: str, source: str) -> Any:
-    """A dataclass from a mapping, rejecting unknown keys and checking value types."""
+def build_section(cls: type, values: Mapping[str, Any], path: str, source: str, strict: bool = True) -> Any:
+    """A dataclass from a mapping, checking value types; unknown keys are errors (`strict`), else dropped with a
+    warning (a stored config of another singerid version)."""
     if not isinstance(values, Mapping):
         raise ConfigError(f"{source}: '{path}' must be a mapping, got {values!r}")
     known = {f.name: f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in known:
+            if not strict:
+                warnings.warn(f"{source}: ignoring '{path}.{key}', which this singerid does not know", stacklevel=2)
+                continue
             raise ConfigError(f"{source}: unknown key '{path}.{key}'{suggest(key, known)}")
         default = known[key].default
         if default is MISSING and known[key].default_factory is not MISSING:  # type: ignore[misc]
@@ -148,32 +179,29 @@ def coerce(value: Any, default: Any, key: str, source: str) -> Any:
     return value
 
 
-def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TrainConfig:
+def config_from_dict(data: Mapping[str, Any], source: str = "config", *, strict: bool = True) -> TrainConfig:
+    """A TrainConfig from its YAML mapping; `strict=False` reads a config stored by another singerid version
+    (unknown keys dropped with a warning, missing ones at their defaults)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: a config is a mapping of sections")
     sections = {f.name: f for f in fields(TrainConfig)}
     kwargs: dict[str, Any] = {}
-    for name, values in {"loss": {}, **data}.items():  # a missing loss section still gets its Options filled in
+    # missing plug-in sections still get their Options filled in
+    for name, values in {"model": {}, "loss": {}, **data}.items():
         if name not in sections:
-            raise ConfigError(f"{source}: unknown section '{name}'{suggest(name, sections)}")
-        if name == "loss":
-            if not isinstance(values, Mapping):
-                raise ConfigError(f"{source}: 'loss' must be a mapping")
-            options = dict(values)
-            loss_name = options.pop("name", LossConfig.name)
-            kwargs["loss"] = LossConfig(loss_name, loss_options(loss_name, options, source))
+            if strict:
+                raise ConfigError(f"{source}: unknown section '{name}'{suggest(name, sections)}")
+            warnings.warn(f"{source}: ignoring section '{name}', which this singerid does not know", stacklevel=2)
+        elif name in PLUGIN_SECTIONS:
+            kwargs[name] = plugin_section(name, values, source, strict)
         else:
-            kwargs[name] = build_section(sections[name].default_factory, values, name, source)  # type: ignore[misc]
+            kwargs[name] = build_section(sections[name].default_factory, values, name, source, strict)  # type: ignore[misc]
     config = TrainConfig(**kwargs)
     check(config, source)
     return config
 
 
 def check(config: TrainConfig, source: str) -> None:
-    try:
-        MODELS.get(config.model.name)
-    except RegistryError as error:
-        raise ConfigError(f"{source}: model.name: {error}") from None
     min_segments = LOSSES.get(config.loss.name).min_segments
     if config.batch.segments < min_segments:
         raise ConfigError(f"{source}: loss '{config.loss.name}' needs batch.segments >= {min_segments}")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from singerid.config import ConfigError
 from singerid.experiment import prepare_stores, run_experiment
-from singerid.report import format_tables, load_results
+from singerid.report import format_tables
+from singerid.results import load_results
 from singerid.synth import SynthConfig, synthesize
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -31,7 +33,7 @@ def run(run_dir: Path, workers: int = 1) -> int:
     configs = [CONFIG_DIR / name for name in DEMO_CONFIGS]
     missing = [str(p) for p in configs if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"demo configs not found: {', '.join(missing)} (run the demo from a source checkout)")
+        raise ConfigError(f"demo configs not found: {', '.join(missing)} (run the demo from a source checkout)")
     log("demo 1/4: synthesizing the default corpus (singerid synth)")
     metadata = synthesize(SynthConfig(), run_dir / "catalog", workers=workers)
     log(f"demo 2/4: preparing feature stores with separation {' and '.join(SEPARATIONS)} (singerid prepare)")

@@ -4,16 +4,15 @@
     encoder = SingerEncoder.load("runs/apnl-m3/best.pt", device="cpu")
     embedding = encoder.embed_file("song.mp3")  # (512,) float32, unit norm, over the vocal regions
 
-A track is cut into windows of the training crop length (3.5 s) over its vocal regions; each window is embedded
-and L2-normalised; a track's embedding is the normalised mean of its windows. The front end (separation, regions,
-log-mel) is the one the checkpoint's feature store was made with.
+A track is cut into 3.5 s windows (the paper's segment, whatever the training crop) over its vocal regions; each
+window is embedded and L2-normalised; a track's embedding is the normalised mean of its windows. The front end
+(separation, regions, log-mel) is the one the checkpoint's feature store was made with. Inference never imports
+the training code.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soxr
@@ -21,10 +20,10 @@ import torch
 from torch import nn
 
 from singerid.catalog import lyrics_beside
-from singerid.config import config_from_dict
-from singerid.features import FeatureConfig
-from singerid.frontend import FrontendConfig, TrackFrontend
-from singerid.model import MODELS
+from singerid.checkpoint import Checkpoint, load_checkpoint, weights_digest
+from singerid.features import SEGMENT_FRAMES, FeatureConfig, FrontendConfig
+from singerid.fileio import atomic_path
+from singerid.frontend import TrackFrontend
 
 
 def window_starts(frames: int, window: int, hop: int) -> list[int]:
@@ -52,46 +51,45 @@ class SingerEncoder:
         model: nn.Module,
         features: FeatureConfig,
         frontend: FrontendConfig,
-        crop_frames: int,
         device: str | torch.device = "cpu",
+        *,
+        window_frames: int = SEGMENT_FRAMES,
+        metric: str = "cosine",
         source: str = "",
         cache_key: str = "",
     ) -> None:
+        if window_frames < 32:
+            raise ValueError(f"window_frames must be at least 32, got {window_frames}")
         self.model = model.to(device).eval()
         self.features = features
         self.frontend_config = frontend
-        self.crop_frames = crop_frames
+        self.window_frames = window_frames  # frames per embedded window (350: 3.5 s)
+        self.metric = metric  # how its embeddings compare: "cosine", or "sqeuclidean" for the prototypical loss
         self.device = torch.device(device)
         self.source = source
-        self.cache_key = cache_key  # names cached embeddings: the checkpoint and its epoch
+        self.cache_key = cache_key  # names cached embeddings: the weights' digest
         self._frontend: TrackFrontend | None = None
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> SingerEncoder:
-        from singerid.train import load_checkpoint  # the checkpoint format; inference never runs training code
-
-        payload = load_checkpoint(checkpoint)
-        return cls.from_payload(payload, device, str(checkpoint))
+    def load(
+        cls, checkpoint: str | Path, device: str | torch.device = "cpu", *, window_frames: int = SEGMENT_FRAMES
+    ) -> SingerEncoder:
+        """The encoder of a checkpoint file (RUN/best.pt)."""
+        return cls.from_checkpoint(load_checkpoint(checkpoint), device, window_frames=window_frames)
 
     @classmethod
-    def from_payload(
-        cls, payload: dict[str, Any], device: str | torch.device = "cpu", source: str = ""
+    def from_checkpoint(
+        cls, checkpoint: Checkpoint, device: str | torch.device = "cpu", *, window_frames: int = SEGMENT_FRAMES
     ) -> SingerEncoder:
-        config = config_from_dict(payload["config"], source or "checkpoint")
-        features = FeatureConfig(**payload["features"])
-        m = config.model
-        model = MODELS.build(
-            m.name,
-            embedding_dim=m.embedding_dim,
-            n_mels=features.n_mels,
-            channels=m.channels,
-            blocks=m.blocks,
-            input_norm=m.input_norm,
-        )
-        model.load_state_dict(payload["model"])
-        key = "model-" + weights_digest(model)
         return cls(
-            model, features, FrontendConfig(**payload["frontend"]), config.batch.crop_frames, device, source, key
+            checkpoint.build_model(),
+            checkpoint.features,
+            checkpoint.frontend,
+            device,
+            window_frames=window_frames,
+            metric=checkpoint.metric,
+            source=str(checkpoint.source),
+            cache_key="model-" + weights_digest(checkpoint.model),
         )
 
     @property
@@ -105,13 +103,16 @@ class SingerEncoder:
         return self._frontend
 
     @torch.no_grad()
-    def embed_frames(self, frames: np.ndarray, hop_frames: int | None = None, batch_size: int = 64) -> np.ndarray:
-        """Unit-norm embeddings of the windows over log-mel frames (n, n_mels): (n_windows, D) float32."""
-        batch = windows(np.asarray(frames), self.crop_frames, hop_frames or self.crop_frames)
+    def embed_frames(
+        self, frames: np.ndarray, hop_frames: int | None = None, *, batch_size: int = 64, normalize: bool = True
+    ) -> np.ndarray:
+        """Embeddings of the windows over log-mel frames (n, n_mels): (n_windows, D) float32, unit norm unless
+        `normalize` is False (the raw outputs, which a squared-Euclidean metric compares)."""
+        batch = windows(np.asarray(frames), self.window_frames, hop_frames or self.window_frames)
         outputs = []
         for i in range(0, len(batch), batch_size):
-            chunk = torch.from_numpy(batch[i : i + batch_size]).to(self.device)
-            outputs.append(nn.functional.normalize(self.model(chunk).float(), dim=1).cpu().numpy())
+            chunk = self.model(torch.from_numpy(batch[i : i + batch_size]).to(self.device)).float()
+            outputs.append((nn.functional.normalize(chunk, dim=1) if normalize else chunk).cpu().numpy())
         return np.concatenate(outputs)
 
     def embed_wave(self, wave: np.ndarray, sample_rate: int, lrc: str | Path | None = None) -> np.ndarray:
@@ -131,15 +132,6 @@ class SingerEncoder:
         return mean_embedding(self.embed_frames(frames))
 
 
-def weights_digest(model: nn.Module) -> str:
-    """A short hash of a model's weights: names cached embeddings, so a retrained model never reuses them."""
-    digest = hashlib.sha1()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode("utf-8"))
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:12]
-
-
 def mean_embedding(segments: np.ndarray) -> np.ndarray:
     """The L2-normalised mean of unit-norm segment embeddings."""
     mean = segments.mean(axis=0)
@@ -151,10 +143,9 @@ def export_model(encoder: SingerEncoder, path: str | Path) -> Path:
     embeddings, batch and frames dynamic; load with `torch.export.load(path).module()`. The front end (16 kHz,
     log-mel settings in the checkpoint) is not part of the program."""
     path = Path(path)
-    example = torch.randn(2, encoder.crop_frames, encoder.features.n_mels)
+    example = torch.randn(2, encoder.window_frames, encoder.features.n_mels)
     batch, frames = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("frames", min=64, max=100_000)
     program = torch.export.export(encoder.model.cpu().eval(), (example,), dynamic_shapes=({0: batch, 1: frames},))
-    temporary = path.with_name(f".{path.stem}.tmp.pt2")  # torch.export wants the .pt2 suffix
-    torch.export.save(program, temporary)
-    temporary.replace(path)
+    with atomic_path(path) as temporary:  # keeps the .pt2 suffix torch.export wants
+        torch.export.save(program, temporary)
     return path

@@ -16,6 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from singerid.checkpoint import load_checkpoint
 from singerid.config import TrainConfig, load_config
 from singerid.encoder import SingerEncoder
 from singerid.evaluation import (
@@ -23,14 +26,16 @@ from singerid.evaluation import (
     EvaluationOptions,
     baseline_systems,
     check_compatible,
+    det_scores,
     evaluate_systems,
     system_info,
 )
-from singerid.frontend import FrontendConfig
+from singerid.features import FrontendConfig
 from singerid.prepare import prepare
 from singerid.report import write_report
+from singerid.results import SystemInfo, SystemResult
 from singerid.store import FeatureStore
-from singerid.train import load_checkpoint, train
+from singerid.train import train
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ def cell_run(out: Path, name: str, separation: str, config: TrainConfig, store: 
 def train_cell(cell: Cell, progress: bool, log: Callable[[str], None]) -> None:
     """Trains a cell unless it is finished; resumes a half-trained one."""
     last = cell.run / "last.pt"
-    if last.exists() and load_checkpoint(last)["epoch"] >= cell.config.train.epochs:
+    if last.exists() and load_checkpoint(last).epoch >= cell.config.train.epochs:
         log(f"experiment: {cell.name} / {cell.separation}: trained already ({cell.run})")
         return
     log(f"experiment: training {cell.name} / {cell.separation} -> {cell.run}")
@@ -82,26 +87,27 @@ def run_experiment(
                 cells.append(Cell(path.stem, separation, config, store, run))
     for cell in cells:
         train_cell(cell, progress, log)
-    results, det_scores, maps = [], {}, {}
+    results: list[SystemResult] = []
+    scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    maps = {}
     for separation, store_path in stores.items():
         store = FeatureStore(store_path)
         here = [c for c in cells if c.separation == separation]
-        systems: list[tuple[dict[str, str], Embedder]] = []
+        systems: list[tuple[SystemInfo, Embedder]] = []
         for cell in here:
-            payload = load_checkpoint(cell.run / f"{options.checkpoint}.pt")
-            check_compatible(payload, store, str(cell.run))
-            systems.append(
-                (system_info(cell.name, cell.config, separation, "trained"), SingerEncoder.from_payload(payload))
-            )
+            checkpoint = load_checkpoint(cell.run / f"{options.checkpoint}.pt")
+            check_compatible(checkpoint, store, str(cell.run))
+            encoder = SingerEncoder.from_checkpoint(checkpoint, window_frames=options.window_frames)
+            systems.append((system_info(cell.name, cell.config, separation, encoder.metric), encoder))
         if options.baselines and here:
-            systems += baseline_systems(here[0].config, store)
+            systems += baseline_systems(here[0].config, store, options.window_frames)
         log(f"experiment: evaluating {len(systems)} systems on the {separation} store")
-        found, scores, embeddings = evaluate_systems(systems, store, out / "eval" / separation, options, progress)
+        found, embeddings = evaluate_systems(systems, store, out / "eval" / separation, options, progress)
         results += found
-        det_scores.update({f"{name} ({separation})": per_condition for name, per_condition in scores.items()})
+        scores.update(det_scores(found, f" ({separation})"))
         if here:
             maps[f"{here[-1].name} ({separation})"] = embeddings[here[-1].name]
-    return write_report(results, out, det_scores=det_scores, maps=maps, title=title)
+    return write_report(results, out, det_scores=scores, maps=maps, title=title)
 
 
 def prepare_stores(

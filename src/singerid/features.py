@@ -18,6 +18,9 @@ from torch import Tensor
 
 # Frames computed per step by log_mel: 60 s at a 10 ms hop keeps a long track's working memory small.
 CHUNK_FRAMES = 6000
+# The paper's segment, 3.5 s at a 10 ms hop (350 x 64): the window of evaluation and inference, whatever the
+# training crop.
+SEGMENT_FRAMES = 350
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,23 @@ class FeatureConfig:
     def n_freqs(self) -> int:
         """Number of FFT bins, ``n_fft // 2 + 1``."""
         return self.n_fft // 2 + 1
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """How a track's frames were chosen and cleaned, besides the log-mel settings; stored with every feature store
+    and checkpoint, so that inference runs the front end the model was trained on."""
+
+    separation: str = "none"  # none | repet | demucs
+    separator_weights: str | None = None  # local weights file for neural separators
+    regions: str = "auto"  # auto: LRC phrases where a track has usable lyrics, else the detector; vad: always
+    max_phrase_seconds: float = 10.0  # an LRC phrase without an end mark lasts at most this long
+    min_voice_seconds: float = 1.0  # tracks with less voice than this are rejected
+    max_track_seconds: float = 3600.0  # longer files are cut here (guards against huge or endless streams)
+
+    def __post_init__(self) -> None:
+        if self.regions not in ("auto", "vad"):
+            raise ValueError(f"regions must be 'auto' or 'vad', got '{self.regions}'")
 
 
 def num_frames(num_samples: int, config: FeatureConfig = FeatureConfig()) -> int:

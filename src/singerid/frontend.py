@@ -4,32 +4,17 @@ track, and the frames inside the regions. `prepare` runs it over a catalog; `Sin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from singerid.audio import AudioError, load_audio
-from singerid.features import FeatureConfig, log_mel
-from singerid.lyrics import LyricsError, read_lrc, total_seconds, vocal_regions
+from singerid.errors import SignalError
+from singerid.features import FeatureConfig, FrontendConfig, log_mel
+from singerid.lyrics import LyricsError, read_lrc
 from singerid.separation import Separator, build_separator
-
-
-@dataclass(frozen=True)
-class FrontendConfig:
-    """How the frames were made, besides the log-mel settings; stored in the index."""
-
-    separation: str = "none"  # none | repet | demucs
-    separator_weights: str | None = None  # local weights file for neural separators
-    regions: str = "auto"  # auto: LRC phrases where a track has usable lyrics, else the detector; vad: always
-    max_phrase_seconds: float = 10.0  # an LRC phrase without an end mark lasts at most this long
-    min_voice_seconds: float = 1.0  # tracks with less voice than this are rejected
-    max_track_seconds: float = 3600.0  # longer files are cut here (guards against huge or endless streams)
-
-    def __post_init__(self) -> None:
-        if self.regions not in ("auto", "vad"):
-            raise ValueError(f"regions must be 'auto' or 'vad', got '{self.regions}'")
+from singerid.vad import total_seconds, vocal_regions
 
 
 class TrackFrames(NamedTuple):
@@ -54,14 +39,14 @@ class TrackFrontend:
         wave = load_audio(audio, self.features.sample_rate, max_seconds=self.frontend.max_track_seconds)
         try:
             return self.wave_frames(wave, lrc)
-        except ValueError as error:
+        except SignalError as error:
             raise AudioError(audio, str(error)) from None
 
     def wave_frames(self, wave: np.ndarray, lrc: Path | None = None) -> TrackFrames:
-        """The same for a 16 kHz mono signal; ValueError when it is silent or has too little voice."""
+        """The same for a 16 kHz mono signal; SignalError when it is silent or has too little voice."""
         sr = self.features.sample_rate
         if wave.size == 0 or np.max(np.abs(wave)) < 1e-4:
-            raise ValueError("silent audio (peak below -80 dBFS)")
+            raise SignalError("silent audio (peak below -80 dBFS)")
         vocals = self.separator.separate(wave, sr)
         lyrics = None
         note = "no lyrics file" if lrc is None else "--vad"
@@ -71,7 +56,7 @@ class TrackFrontend:
             except LyricsError as error:  # unreadable lyrics: the detector finds the regions instead
                 note = f"lyrics unreadable ({error})"
             if lyrics is not None and lyrics.instrumental:
-                raise ValueError(f"instrumental track: its lyrics file {lrc.name} says so")
+                raise SignalError(f"instrumental track: its lyrics file {lrc.name} says so")
             if lyrics is not None:
                 skipped = f", {lyrics.skipped_lines} lines skipped" if lyrics.skipped_lines else ""
                 note = f"{len(lyrics.phrases)} phrases{skipped}" if lyrics.phrases else f"no timed phrases{skipped}"
@@ -81,7 +66,7 @@ class TrackFrontend:
         regions = vocal_regions(wave, sr, lyrics if method == "lrc" else None, vocals=separated)
         seconds = total_seconds(regions)
         if seconds < self.frontend.min_voice_seconds:
-            raise ValueError(
+            raise SignalError(
                 f"only {seconds:.2f} s of voice found by {method} (minimum {self.frontend.min_voice_seconds} s)"
             )
         mel = log_mel(vocals, self.features)

@@ -23,17 +23,17 @@ import contextlib
 import difflib
 import json
 import math
-import os
-import secrets
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
+from singerid.errors import SingerIdError
+from singerid.fileio import atomic_path, write_atomically
 from singerid.metrics import eer_threshold
 
 try:
@@ -48,8 +48,15 @@ VECTORS_FILE = "vectors.npy"
 KMEANS_ITERATIONS = 20
 
 
-class LibraryError(RuntimeError):
-    """A library folder that cannot be opened; the message names the file and the reason."""
+class LibraryError(SingerIdError, ValueError):
+    """A library folder that cannot be opened, or a request it cannot answer; the message says why."""
+
+
+class UnknownSingerError(LibraryError, KeyError):
+    """A singer id that is not enrolled; the message suggests close ones."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -215,7 +222,7 @@ class SingerLibrary:
     def enroll(self, singer_id: str, embeddings: np.ndarray) -> None:
         """Enroll (or re-enroll, replacing) a singer from its (n, dim) segment embeddings."""
         if not isinstance(singer_id, str) or not singer_id:
-            raise ValueError(f"singer_id must be a non-empty string, got {singer_id!r}")
+            raise LibraryError(f"singer_id must be a non-empty string, got {singer_id!r}")
         singer_id = singer_key(singer_id)
         segments = _unit_rows(embeddings, self.dim, f"embeddings of {singer_id!r}")
         prototypes = self._fit_prototypes(segments)
@@ -254,7 +261,7 @@ class SingerLibrary:
             centres = kmeans.centroids
         norms = np.linalg.norm(centres, axis=1, keepdims=True)
         if (norms < 1e-6).any():
-            raise ValueError("the segment embeddings cancel out (their centroid is zero); cannot enroll")
+            raise LibraryError("the segment embeddings cancel out (their centroid is zero); cannot enroll")
         return np.ascontiguousarray(centres / norms, dtype=np.float32)
 
     def _prototypes(self, singer_id: str) -> np.ndarray:
@@ -264,7 +271,7 @@ class SingerLibrary:
             close = difflib.get_close_matches(singer_key(singer_id), list(self._vectors), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             message = f"singer {singer_id!r} is not enrolled in this library ({len(self)} singers){hint}"
-            raise KeyError(message) from None
+            raise UnknownSingerError(message) from None
 
     # -- the index -------------------------------------------------------------------------------------------
 
@@ -355,7 +362,7 @@ class SingerLibrary:
     def identify_batch(self, embeddings: np.ndarray, top_k: int = 5, *, open_set: bool = True) -> list[list[Match]]:
         """``identify`` for each row of (m, dim) ``embeddings``, in one batched search."""
         if not isinstance(top_k, int) or top_k <= 0:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+            raise LibraryError(f"top_k must be a positive integer, got {top_k!r}")
         queries = _unit_rows(embeddings, self.dim, "embeddings")
         with self._lock:
             self._sync_index()
@@ -374,7 +381,7 @@ class SingerLibrary:
             prototypes = self._prototypes(singer_id)
         threshold = self.threshold if threshold is None else float(threshold)
         if threshold is None:
-            raise ValueError("no verification threshold: pass one, or set it with calibrate_threshold()")
+            raise LibraryError("no verification threshold: pass one, or set it with calibrate_threshold()")
         query = _unit_rows(embedding, self.dim, "embedding")
         if len(query) > 1:
             raise ValueError(f"verify takes one embedding of shape ({self.dim},), got {np.shape(embedding)}")
@@ -384,7 +391,7 @@ class SingerLibrary:
     def similar(self, singer_id: str, top_k: int = 5) -> list[Match]:
         """Other singers closest to this one, best first; score = best cosine between their prototypes."""
         if not isinstance(top_k, int) or top_k <= 0:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+            raise LibraryError(f"top_k must be a positive integer, got {top_k!r}")
         with self._lock:
             self._sync_index()
             prototypes = self._prototypes(singer_id)
@@ -452,9 +459,11 @@ class SingerLibrary:
                 "model": self.model_info,
                 "singers": [{"id": singer, "rows": len(self._vectors[singer])} for singer in singers],
             }
-        _atomic_write(folder / VECTORS_FILE, lambda handle: np.save(handle, vectors, allow_pickle=False))
-        text = json.dumps(metadata, indent=1, ensure_ascii=False) + "\n"
-        _atomic_write(folder / METADATA_FILE, lambda handle: handle.write(text.encode("utf-8")))
+        with atomic_path(folder / VECTORS_FILE, durable=True) as temporary:
+            np.save(temporary, vectors, allow_pickle=False)
+        write_atomically(
+            folder / METADATA_FILE, json.dumps(metadata, indent=1, ensure_ascii=False) + "\n", durable=True
+        )
 
     @classmethod
     def open(cls, folder: str | Path, dim: int | None = None) -> SingerLibrary:
@@ -533,18 +542,3 @@ def _check_metadata(metadata: Any, path: Path, dim: int | None) -> None:
         raise LibraryError(f"{path}: invalid library description: {'; '.join(problems)}")
     if dim is not None and metadata["dim"] != dim:
         raise LibraryError(f"{path}: library embeddings have dim {metadata['dim']}, expected {dim}")
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(binary_handle)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise

@@ -37,13 +37,16 @@ class MetricLoss(nn.Module):
     """Base of every loss: checks the batch, then calls `compute` on float32 embeddings.
 
     Subclasses set `Options` (a frozen dataclass of the YAML keys they accept), `min_segments` (smallest M),
-    `min_singers` (smallest N) and `needs_labels`, and implement `compute`.
+    `min_singers` (smallest N), `needs_labels` and `metric`, and implement `compute`.
     """
 
     Options: ClassVar[type]
     min_segments: ClassVar[int] = 2
     min_singers: ClassVar[int] = 2
     needs_labels: ClassVar[bool] = False
+    # how embeddings trained with this loss are compared at evaluation: "cosine" (also right for Euclidean distance
+    # between unit vectors, which ranks the same) or "sqeuclidean" (raw embeddings, eq. 3 of the paper)
+    metric: ClassVar[str] = "cosine"
 
     def __init__(self, options: Any = None, *, embedding_dim: int = 512, num_classes: int = 0) -> None:
         super().__init__()
@@ -164,7 +167,8 @@ class TripletLoss(MetricLoss):
     Every ordered (anchor, positive) pair of distinct segments of one singer forms a triplet. Its negative is
     mined among the other singers' segments in the batch: with `mining="hardest"` the one closest to the anchor;
     with `mining="semihard"` (FaceNet, Schroff et al. 2015) the closest one that is still farther from the anchor
-    than the positive, or the closest one when there is none. Hardest-negative mining from a random start maps
+    than the positive, or, when every negative is closer than the positive, the farthest of them (the rule of
+    TensorFlow's triplet_semihard_loss). Hardest-negative mining from a random start maps
     every segment to one point (the loss sticks at alpha; seen on the demo corpus), semi-hard mining does not.
     The loss is the mean over all N * M * (M - 1) triplets. Accuracy: the fraction of triplets whose positive
     is closer to the anchor than the hardest negative (whatever the mining, so it means the same in both modes).
@@ -186,9 +190,10 @@ class TripletLoss(MetricLoss):
         if self.options.mining == "hardest":
             negative_distance = hardest
         else:
-            rows = negatives[anchor_index]  # (pairs, N*M)
+            rows = negatives[anchor_index]  # (pairs, N*M), inf for the anchor's own singer
             farther = rows.masked_fill(rows <= positive_distance[:, None], math.inf).amin(dim=1)
-            negative_distance = torch.where(torch.isfinite(farther), farther, hardest)
+            farthest = rows.masked_fill(torch.isinf(rows), -math.inf).amax(dim=1)
+            negative_distance = torch.where(torch.isfinite(farther), farther, farthest)
         loss = F.relu(positive_distance - negative_distance + self.options.margin).mean()
         accuracy = (positive_distance < hardest).float().mean().detach()
         return LossOutput(loss, accuracy)
@@ -256,6 +261,7 @@ class PrototypicalLoss(MetricLoss):
     """
 
     Options = PrototypicalOptions
+    metric = "sqeuclidean"
 
     def compute(self, embeddings: Tensor, labels: Tensor | None) -> LossOutput:
         queries, prototypes = split_query_support(embeddings)

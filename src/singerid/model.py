@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -75,6 +75,28 @@ class SelfAttentivePooling(nn.Module):
         return torch.einsum("bct,bt->bc", frames, weights)
 
 
+@dataclass(frozen=True)
+class ThinResNetOptions:
+    """The YAML keys of `model:` that ThinResNet34 accepts besides `name` and `embedding_dim`."""
+
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # channels of the four residual stages (Table I)
+    blocks: tuple[int, ...] = (3, 4, 6, 3)  # basic blocks per stage (ResNet34 layout)
+    input_norm: str = "segment"  # per-segment input normalisation: segment (keeps the spectral envelope) | bin | none
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        if len(self.channels) != len(STAGE_STRIDES) or len(self.blocks) != len(STAGE_STRIDES):
+            raise ValueError(
+                f"channels and blocks need {len(STAGE_STRIDES)} entries (one per stage), "
+                f"got channels={self.channels} and blocks={self.blocks}"
+            )
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got '{self.input_norm}'")
+        if min(self.blocks) < 1 or min(self.channels) < 1:
+            raise ValueError(f"every stage needs at least one block and channel, got {self.blocks}, {self.channels}")
+
+
 @MODELS.register("thin_resnet34")
 class ThinResNet34(nn.Module):
     """Thin ResNet34 + SAP of the paper's Table I: (B, frames, n_mels) log-mel -> (B, embedding_dim).
@@ -92,24 +114,24 @@ class ThinResNet34(nn.Module):
     envelope, a strong singer cue, is kept); "none" leaves the log-mel as it is.
     """
 
+    Options = ThinResNetOptions
+
     def __init__(
         self,
+        options: ThinResNetOptions | None = None,
+        *,
         embedding_dim: int = 512,
         n_mels: int = 64,
-        channels: Sequence[int] = (16, 32, 64, 128),
-        blocks: Sequence[int] = (3, 4, 6, 3),
-        input_norm: str = "segment",
+        **settings: object,
     ) -> None:
+        """`options`, or its fields as keywords (`ThinResNet34(channels=(8, 16, 32, 64))`)."""
         super().__init__()
-        if len(channels) != len(STAGE_STRIDES) or len(blocks) != len(STAGE_STRIDES):
-            raise ValueError(
-                f"channels and blocks need {len(STAGE_STRIDES)} entries (one per stage), "
-                f"got channels={tuple(channels)} and blocks={tuple(blocks)}"
-            )
-        if input_norm not in INPUT_NORMS:
-            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got '{input_norm}'")
-        if min(blocks) < 1:
-            raise ValueError(f"every stage needs at least one block, got blocks={tuple(blocks)}")
+        if options is None:
+            options = ThinResNetOptions(**settings)  # type: ignore[arg-type]
+        elif settings:
+            raise TypeError(f"pass options or settings, not both: {sorted(settings)}")
+        channels, blocks, input_norm = options.channels, options.blocks, options.input_norm
+        self.options = options
         self.embedding_dim = embedding_dim
         self.n_mels = n_mels
         self.input_norm = input_norm

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from contextlib import closing
@@ -23,10 +22,13 @@ from tqdm import tqdm
 
 from singerid.audio import AudioError
 from singerid.catalog import Track, read_catalog
-from singerid.features import FeatureConfig
-from singerid.frontend import FrontendConfig, TrackFrontend
+from singerid.errors import SingerIdError
+from singerid.features import FeatureConfig, FrontendConfig
+from singerid.fileio import atomic_path, record_from_dict, write_atomically
+from singerid.frontend import TrackFrontend
 from singerid.parallel import map_in_processes
 from singerid.separation import build_separator
+from singerid.splits import TEST_UNSEEN, TRAIN
 from singerid.store import (
     SHARD_FRAMES,
     Reject,
@@ -66,15 +68,13 @@ def _process(args: tuple[Track, Path]) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         frames, method, seconds, lyrics_note = _WORKER.file_frames(track.audio_path, track.lrc_path)
-    except (AudioError, ValueError, RuntimeError, OSError, MemoryError) as error:
-        reason = error.reason if isinstance(error, AudioError) else f"{type(error).__name__}: {error}"
+    except SingerIdError as error:  # the input's fault; anything else is a bug and stops the run
+        reason = error.reason if isinstance(error, AudioError) else str(error)
         record = {"reject": asdict(Reject(str(track.audio_path), track.track_id, reason))}
         _write_json(folder / f"{key}.json", record)
         return False
-    temporary = folder / f".{key}.npy.tmp"
-    with temporary.open("wb") as f:
+    with atomic_path(folder / f"{key}.npy", durable=True) as temporary, temporary.open("wb") as f:
         np.save(f, frames)
-    os.replace(temporary, folder / f"{key}.npy")
     record = {
         "track": {
             "singer_id": track.singer_id,
@@ -91,9 +91,7 @@ def _process(args: tuple[Track, Path]) -> bool:
 
 
 def _write_json(path: Path, record: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(record, ensure_ascii=False), durable=True)
 
 
 @dataclass(frozen=True)
@@ -125,16 +123,15 @@ def prepare(
         raise ValueError(f"shard must be K/N with 1 <= K <= N, got {k}/{n}")
     tracks = [t for t in read_catalog(catalog, seed) if in_shard(t.track_id, shard)]
     build_separator(frontend.separation, frontend.separator_weights)  # a bad name or weights file: say so here
-    settings = asdict(frontend)
     store.mkdir(parents=True, exist_ok=True)
     parts = store / "parts"
     if (store / "index.json").exists():
         header = read_header(store)
-        if header.features != features or header.frontend != settings:
+        if header.features != features or header.frontend != frontend:
             raise StoreError(f"{store}: made with other front-end settings; prepare into a new folder")
     else:
-        header = StoreHeader(features, settings)
-    check_parts_settings(parts, {"features": asdict(features), "frontend": settings}, store)
+        header = StoreHeader(features, frontend)
+    check_parts_settings(parts, features, frontend, store)
     if retry_rejects:
         retried = {r.track_id for r in header.rejects}
         header.rejects = []
@@ -160,30 +157,35 @@ def keep_singer_roles(tracks: list[Track], header: StoreHeader) -> list[Track]:
     are test_unseen, a seen singer's are never test_unseen. So a resumed store never trains on an unseen singer."""
     unseen: dict[str, bool] = {}
     for t in header.tracks:
-        unseen[t.singer_id] = unseen.get(t.singer_id, True) and t.split == "test_unseen"
+        unseen[t.singer_id] = unseen.get(t.singer_id, True) and t.split == TEST_UNSEEN
     kept = []
     for track in tracks:
         role = unseen.get(track.singer_id)
-        if role is True and track.split != "test_unseen":
-            track = replace(track, split="test_unseen")
-        elif role is False and track.split == "test_unseen":
-            track = replace(track, split="train")
+        if role is True and track.split != TEST_UNSEEN:
+            track = replace(track, split=TEST_UNSEEN)
+        elif role is False and track.split == TEST_UNSEEN:
+            track = replace(track, split=TRAIN)
         kept.append(track)
     return kept
 
 
-def check_parts_settings(parts: Path, settings: dict, store: Path) -> None:
+def check_parts_settings(parts: Path, features: FeatureConfig, frontend: FrontendConfig, store: Path) -> None:
     """Unpacked parts of an interrupted run are resumed only with the settings that made them."""
     path = parts / "settings.json"
     if path.exists():
-        if json.loads(path.read_text(encoding="utf-8")) != settings:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+        made_with = (
+            record_from_dict(FeatureConfig, settings["features"], str(path)),
+            record_from_dict(FrontendConfig, settings["frontend"], str(path)),
+        )
+        if made_with != (features, frontend):
             raise StoreError(
                 f"{store}: an interrupted run with other front-end settings left {parts}; rerun it with "
                 "its settings, or prepare into a new folder"
             )
         return
     parts.mkdir(parents=True, exist_ok=True)
-    _write_json(path, settings)
+    _write_json(path, {"features": asdict(features), "frontend": asdict(frontend)})
 
 
 def _part_record(parts: Path, track_id: str) -> Path:

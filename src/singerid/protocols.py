@@ -6,7 +6,9 @@ enrollment songs and the others query songs; an enrollment and a query never sha
 
 - Identification (Tables II, III): a singer's prototype is the normalised mean of the normalised embeddings of
   every segment of its enrollment songs; a query is the normalised mean of n segments of its query songs; top-1
-  and top-5 accuracy of cosine scores against all prototypes of the group.
+  and top-5 accuracy of cosine scores against all prototypes of the group. With the ``sqeuclidean`` metric (the
+  prototypical loss's own, eq. 3), prototypes and queries are plain means of the raw embeddings and the score is
+  minus their squared Euclidean distance.
 - One-on-one verification (Table II): single segment against single segment; targets come from two different
   tracks of one singer, non-targets pair a segment of the singer with one of another singer of the group.
 - Centroid verification (Table IV): the centroid of s segments of the claimed singer's enrollment songs against
@@ -21,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,11 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from singerid.errors import SingerIdError
+from singerid.fileio import write_atomically
 from singerid.metrics import top_k_accuracy, verification_result
+from singerid.results import METRICS, EvaluationResult, IdentificationScore, VerificationScore
+from singerid.splits import GROUP_OF_SPLIT, GROUPS
 
 __all__ = [
-    "GROUPS",
-    "EvaluationResult",
     "GroupTrials",
     "IdentificationTrials",
     "ProtocolConfig",
@@ -47,8 +50,6 @@ __all__ = [
     "save_trials",
 ]
 
-GROUP_OF_SPLIT = {"test_seen": "seen", "test_unseen": "unseen"}
-GROUPS = tuple(GROUP_OF_SPLIT.values())
 TRIALS_FORMAT = "singerid-trials"
 TRIALS_VERSION = 1
 # Random streams, one per kind of draw, so that changing one condition leaves the others' trials unchanged.
@@ -250,32 +251,6 @@ class Trials:
             groups={name: GroupTrials.from_dict(group) for name, group in data["groups"].items()},
             skipped_singers=dict(data["skipped_singers"]),
         )
-
-
-@dataclass(frozen=True, eq=False)
-class EvaluationResult:
-    """Scores of every protocol; :meth:`to_dict` is the JSON summary (fractions, not percent)."""
-
-    identification: dict[str, dict[str, dict[str, float | int]]]  # group -> query segments -> top1, top5, trials
-    verification: dict[str, Any]  # "one_on_one" -> group -> eer, min_dcf_01, min_dcf_05, trials, targets;
-    # "centroid" -> enrollment segments -> group -> the same
-    singers: dict[str, int]  # singers taking part per group, and "skipped"
-    # "one_on_one/seen", "centroid/3/unseen", ... -> (scores float64, labels bool), for DET curves
-    verification_scores: dict[str, tuple[np.ndarray, np.ndarray]]
-    skipped_singers: dict[str, str] = field(default_factory=dict)  # singer_id -> why it takes no part
-
-    def to_dict(self) -> dict[str, Any]:
-        summary = {
-            "identification": self.identification,
-            "verification": self.verification,
-            "singers": self.singers,
-            "skipped_singers": self.skipped_singers,
-        }
-        return json.loads(json.dumps(summary))
-
-    def scores(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Raw verification scores and labels per condition (see ``verification_scores``)."""
-        return dict(self.verification_scores)
 
 
 @dataclass
@@ -497,17 +472,7 @@ def make_trials(tracks: Sequence[TrackEmbeddings], config: ProtocolConfig | None
 
 def save_trials(trials: Trials, path: str | os.PathLike[str]) -> Path:
     """Write ``trials`` as JSON, atomically (a temporary file renamed over ``path``); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(json.dumps(trials.to_dict(), separators=(",", ":")))  # dumps: the fast C encoder
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, json.dumps(trials.to_dict(), separators=(",", ":")))  # dumps: the fast C encoder
 
 
 def load_trials(path: str | os.PathLike[str]) -> Trials:
@@ -528,11 +493,15 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
 
 
 class _SegmentTable:
-    """The normalised segment embeddings of the trials' tracks, stacked in ``Trials.track_ids`` order."""
+    """The segment embeddings of the trials' tracks, stacked in ``Trials.track_ids`` order; unit rows for the
+    cosine metric, raw rows for the squared Euclidean one."""
 
-    def __init__(self, tracks: Sequence[TrackEmbeddings], trials: Trials) -> None:
+    def __init__(self, tracks: Sequence[TrackEmbeddings], trials: Trials, metric: str) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
         if len(tracks) == 0:
             raise ValueError("no tracks given: evaluate needs the segment embeddings the trials refer to")
+        self.cosine = metric == "cosine"
         by_id = {track.track_id: track for track in tracks}
         blocks = []
         for track_id, expected in zip(trials.track_ids, trials.track_segments):
@@ -548,7 +517,9 @@ class _SegmentTable:
             blocks.append(segments)
         if len({block.shape[1] for block in blocks}) > 1:
             raise ValueError("segment embeddings differ in dimension across tracks")
-        self.matrix = _normalised(np.concatenate(blocks))
+        self.matrix = np.concatenate(blocks)
+        if self.cosine:
+            self.matrix = _normalised(self.matrix)
         self.counts = np.array(trials.track_segments, dtype=np.int64)
         self.offsets = np.concatenate(([0], np.cumsum(self.counts)[:-1])).astype(np.int64)
         self.track_sums = np.add.reduceat(self.matrix, self.offsets, axis=0)
@@ -560,77 +531,89 @@ class _SegmentTable:
             raise ValueError("trials refer to segment indices beyond their track's segments")
         return self.offsets[refs.tracks] + refs.segments
 
+    def _centre(self, total: np.ndarray, count: np.ndarray | int) -> np.ndarray:
+        """A sum of rows as their normalised mean (cosine) or their mean (squared Euclidean)."""
+        if self.cosine:
+            return _normalised(total)
+        return total / np.reshape(count, (-1, 1))
+
     def centroids(self, refs: SegmentRefs) -> np.ndarray:
-        """(trials, D): per trial, the normalised mean of its normalised segments."""
+        """(trials, D): per trial, the centre of its segments."""
         rows = self.rows(refs)
-        total = self.matrix[rows[:, 0]]
+        total = self.matrix[rows[:, 0]].copy()
         for column in range(1, rows.shape[1]):
             total += self.matrix[rows[:, column]]
-        return _normalised(total)
+        return self._centre(total, rows.shape[1])
 
     def prototypes(self, enrollment_tracks: Sequence[Sequence[int]]) -> np.ndarray:
-        """(singers, D): per singer, the normalised mean over every segment of its enrollment tracks."""
+        """(singers, D): per singer, the centre of every segment of its enrollment tracks."""
         flat = np.fromiter((t for tracks in enrollment_tracks for t in tracks), dtype=np.int64)
-        starts = np.concatenate(([0], np.cumsum([len(tracks) for tracks in enrollment_tracks])[:-1]))
-        return _normalised(np.add.reduceat(self.track_sums[flat], starts.astype(np.int64), axis=0))
+        starts = np.concatenate(([0], np.cumsum([len(tracks) for tracks in enrollment_tracks])[:-1])).astype(np.int64)
+        total = np.add.reduceat(self.track_sums[flat], starts, axis=0)
+        return self._centre(total, np.add.reduceat(self.counts[flat], starts))
+
+    def score_matrix(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """(Q, C) scores, higher for closer: cosine, or minus the squared Euclidean distance."""
+        products = queries @ candidates.T
+        if self.cosine:
+            return products
+        squares = np.einsum("ij,ij->i", queries, queries)[:, None] + np.einsum("ij,ij->i", candidates, candidates)
+        return 2 * products - squares
+
+    def pair_scores(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """(trials,) scores of row i against row i."""
+        if self.cosine:
+            return np.einsum("ij,ij->i", first, second).astype(np.float64)
+        return -np.sum((first.astype(np.float64) - second) ** 2, axis=1)
 
 
-def _verify(table: _SegmentTable, trials: VerificationTrials) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    enrollment = table.centroids(trials.enrollment)
-    query = table.centroids(trials.query)
-    scores = np.einsum("ij,ij->i", enrollment, query).astype(np.float64)
+def _verify(table: _SegmentTable, trials: VerificationTrials) -> tuple[np.ndarray, np.ndarray, VerificationScore]:
+    scores = table.pair_scores(table.centroids(trials.enrollment), table.centroids(trials.query))
     labels = trials.labels
     summary = verification_result(scores, labels)
-    return (
-        scores,
-        labels,
-        {
-            "eer": summary.eer,
-            "min_dcf_01": summary.min_dcf_01,
-            "min_dcf_05": summary.min_dcf_05,
-            "trials": summary.trials,
-            "targets": summary.targets,
-        },
-    )
+    score = VerificationScore(summary.eer, summary.min_dcf_01, summary.min_dcf_05, summary.trials, summary.targets)
+    return scores, labels, score
 
 
-def evaluate(tracks: Sequence[TrackEmbeddings], trials: Trials) -> EvaluationResult:
-    """Score every trial of ``trials`` on the segment embeddings of ``tracks`` (cosine similarity).
+def evaluate(tracks: Sequence[TrackEmbeddings], trials: Trials, metric: str = "cosine") -> EvaluationResult:
+    """Score every trial of ``trials`` on the segment embeddings of ``tracks``, with cosine similarity or (for
+    models trained on it) minus the squared Euclidean distance.
 
     ``tracks`` must hold every track the trials use, with the same segment counts (ValueError otherwise).
     """
-    table = _SegmentTable(tracks, trials)
-    identification: dict[str, dict[str, dict[str, float | int]]] = {}
-    one_on_one: dict[str, Any] = {}
-    centroid: dict[str, dict[str, Any]] = {str(s): {} for s in trials.config.enroll_segments}
+    table = _SegmentTable(tracks, trials, metric)
+    identification: dict[str, dict[int, IdentificationScore]] = {}
+    one_on_one: dict[str, VerificationScore] = {}
+    centroid: dict[int, dict[str, VerificationScore]] = {s: {} for s in trials.config.enroll_segments}
     raw_scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for group, group_trials in trials.groups.items():
         prototypes = table.prototypes(group_trials.enrollment_tracks)
         identification[group] = {}
         for n, queries in group_trials.identification.items():
-            candidate_scores = table.centroids(queries.queries) @ prototypes.T
-            identification[group][str(n)] = {
-                "top1": top_k_accuracy(candidate_scores, queries.targets, 1),
-                "top5": top_k_accuracy(candidate_scores, queries.targets, 5),
-                "trials": int(queries.targets.size),
-            }
+            candidate_scores = table.score_matrix(table.centroids(queries.queries), prototypes)
+            identification[group][n] = IdentificationScore(
+                top1=top_k_accuracy(candidate_scores, queries.targets, 1),
+                top5=top_k_accuracy(candidate_scores, queries.targets, 5),
+                trials=int(queries.targets.size),
+            )
         scores, labels, one_on_one[group] = _verify(table, group_trials.one_on_one)
         raw_scores[f"one_on_one/{group}"] = (scores, labels)
         for s, pairs in group_trials.centroid.items():
-            scores, labels, centroid.setdefault(str(s), {})[group] = _verify(table, pairs)
+            scores, labels, centroid.setdefault(s, {})[group] = _verify(table, pairs)
             raw_scores[f"centroid/{s}/{group}"] = (scores, labels)
     singers = {group: len(trials.groups[group].singers) if group in trials.groups else 0 for group in GROUPS}
     singers["skipped"] = len(trials.skipped_singers)
     return EvaluationResult(
         identification=identification,
-        verification={"one_on_one": one_on_one, "centroid": centroid},
+        one_on_one=one_on_one,
+        centroid=centroid,
         singers=singers,
-        verification_scores=raw_scores,
         skipped_singers=dict(trials.skipped_singers),
+        verification_scores=raw_scores,
     )
 
 
-class TrialListError(ValueError):
+class TrialListError(SingerIdError, ValueError):
     """A verification trial list that cannot be read; the message names the file and the line."""
 
 

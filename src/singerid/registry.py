@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from singerid.errors import SingerIdError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(SingerIdError, KeyError):
     """An unknown or duplicate name in a registry."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly

@@ -1,9 +1,6 @@
 """Reports in the paper's layout (Tables II, III, IV) beside the paper's published numbers, plus PNG plots.
 
-A *system* is one evaluated model, a dict::
-
-    {"system": {"name": "apnl-m3", "loss": "angleproto", "setting": "M=3", "separation": "none", "kind": "trained"},
-     "identification": ..., "verification": ..., "singers": ...}  # as protocols.EvaluationResult.to_dict()
+A *system* is one evaluated model, a `singerid.results.SystemResult` (its description and its scores).
 
 Results are fractions; tables show percent with 2 decimals, "-" where a value is missing. A trained system whose
 (loss, setting) is one of the paper's rows gets the paper's values in a "paper" sub-row below it. The paper's only
@@ -17,11 +14,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,17 +26,25 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy.stats import norm
 
+from singerid.fileio import write_atomically
 from singerid.metrics import det_curve, equal_error_rate
+from singerid.paper import (
+    PAPER_NOTES,
+    PAPER_TABLE_II,
+    PAPER_TABLE_III,
+    PAPER_TABLE_IV,
+    PaperKey,
+    paper_key,
+    paper_label,
+)
+from singerid.results import EvaluationResult, SystemResult, VerificationScore, save_results
+from singerid.splits import GROUPS
 
 __all__ = [
     "DET_CONDITIONS",
-    "PAPER_TABLE_II",
-    "PAPER_TABLE_III",
-    "PAPER_TABLE_IV",
     "Column",
     "Table",
     "format_tables",
-    "load_results",
     "plot_det",
     "plot_embedding_map",
     "plot_top1_vs_segments",
@@ -52,98 +54,16 @@ __all__ = [
     "write_report",
 ]
 
-PaperKey = tuple[str, str, str]  # (loss, setting, separation): separation "spleeter" or "none"
-
-_TABLE_II_COLUMNS = ("top1_seen", "top1_unseen", "top5_seen", "top5_unseen", "eer_seen", "eer_unseen")
-
-
-def _paper_rows(keys: Sequence[str], rows: Mapping[PaperKey, Sequence[float]]) -> dict[PaperKey, dict[str, float]]:
-    return {key: dict(zip(keys, values, strict=True)) for key, values in rows.items()}
-
-
-# Table II: identification (1 vs 706) with one 3.5 s query segment, and one-on-one verification; percent.
-PAPER_TABLE_II: dict[PaperKey, dict[str, float]] = _paper_rows(
-    _TABLE_II_COLUMNS,
-    {
-        ("triplet", "alpha=0.1", "spleeter"): (42.53, 40.66, 69.26, 62.95, 16.32, 20.34),
-        ("triplet", "alpha=0.2", "spleeter"): (43.48, 38.93, 69.69, 64.54, 16.36, 20.11),
-        ("ge2e", "M=3", "spleeter"): (50.99, 45.59, 72.80, 67.58, 16.44, 21.42),
-        ("ge2e", "M=4", "spleeter"): (53.25, 44.43, 74.78, 67.87, 17.09, 21.78),
-        ("proto", "M=3", "spleeter"): (51.56, 43.56, 74.50, 66.71, 17.75, 20.97),
-        ("proto", "M=4", "spleeter"): (53.68, 47.46, 74.93, 69.46, 20.34, 23.55),
-        ("angleproto", "M=3", "spleeter"): (51.27, 45.59, 73.65, 68.60, 16.67, 20.62),
-        ("angleproto", "M=4", "spleeter"): (55.81, 49.35, 76.34, 70.77, 17.06, 20.64),
-        ("triplet", "alpha=0.1", "none"): (40.08, 35.46, 64.59, 59.62, 15.87, 18.97),
-        ("triplet", "alpha=0.2", "none"): (43.48, 35.02, 65.01, 63.10, 15.92, 19.10),
-        ("ge2e", "M=3", "none"): (47.73, 38.35, 69.83, 2.52, 16.58, 20.57),
-        ("ge2e", "M=4", "none"): (47.59, 42.11, 72.38, 65.41, 17.37, 21.35),
-        ("proto", "M=3", "none"): (47.73, 42.98, 70.82, 68.74, 17.58, 20.75),
-        ("proto", "M=4", "none"): (51.98, 44.57, 72.66, 68.31, 20.04, 22.50),
-        ("angleproto", "M=3", "none"): (50.00, 43.85, 71.10, 67.87, 16.10, 19.66),
-        ("angleproto", "M=4", "none"): (49.29, 43.41, 70.96, 66.86, 17.14, 20.03),
-    },
-)
-
-# Table III: top-1 identification with the centroid of 1, 3, 5 query segments; percent.
-PAPER_TABLE_III: dict[PaperKey, dict[str, float]] = _paper_rows(
-    [f"top1_{group}_{n}" for n in (1, 3, 5) for group in ("seen", "unseen")],
-    {
-        ("angleproto", "M=4", "spleeter"): (55.81, 49.35, 86.40, 77.13, 93.34, 87.55),
-        ("triplet", "alpha=0.2", "spleeter"): (43.48, 38.93, 78.61, 67.87, 86.96, 83.07),
-        ("angleproto", "M=4", "none"): (49.29, 43.42, 80.59, 67.73, 93.06, 84.95),
-        ("triplet", "alpha=0.2", "none"): (40.93, 35.02, 73.51, 67.73, 87.96, 81.19),
-    },
-)
-
-# Table IV: verification EER with the centroid of 1, 3, 5 enrollment segments against one query segment; percent.
-PAPER_TABLE_IV: dict[PaperKey, dict[str, float]] = _paper_rows(
-    [f"eer_{group}_{n}" for n in (1, 3, 5) for group in ("seen", "unseen")],
-    {
-        ("triplet", "alpha=0.1", "spleeter"): (16.32, 20.34, 10.46, 13.59, 9.14, 12.11),
-        ("triplet", "alpha=0.2", "spleeter"): (16.36, 20.11, 10.46, 13.38, 9.21, 11.66),
-        ("angleproto", "M=3", "spleeter"): (16.67, 20.62, 10.50, 13.75, 9.24, 11.93),
-        ("angleproto", "M=4", "spleeter"): (17.06, 20.64, 10.58, 13.59, 9.07, 11.62),
-        ("triplet", "alpha=0.1", "none"): (15.87, 18.97, 10.34, 12.72, 9.16, 11.21),
-        ("triplet", "alpha=0.2", "none"): (15.92, 19.10, 10.36, 12.68, 8.98, 11.04),
-        ("angleproto", "M=3", "none"): (16.10, 19.66, 10.18, 12.79, 8.72, 10.99),
-        ("angleproto", "M=4", "none"): (17.14, 20.03, 10.66, 13.12, 9.15, 11.11),
-    },
-)
-
-_TYPO_NOTE = (
-    "The paper prints 2.52 for GE2E (M=3) unseen top-5 without separation, an obvious typo (top-1 is 38.35); "
-    "copied as published."
-)
-_TPL_NOTE = (
-    "For Triplets (α=0.2) seen top-1 without separation the paper prints 43.48 in Table II (the same as with "
-    "separation) but 40.93 in Table III; both copied as published."
-)
-_APNL_NOTE = (
-    "For A-PNL (M=4) unseen top-1 without separation the paper prints 43.41 in Table II but 43.42 in Table III; "
-    "both copied as published."
-)
-# (table, paper row, column) -> footnote on that published value
-_PAPER_NOTES: dict[tuple[str, PaperKey, str], str] = {
-    ("II", ("ge2e", "M=3", "none"), "top5_unseen"): _TYPO_NOTE,
-    ("II", ("triplet", "alpha=0.2", "none"), "top1_seen"): _TPL_NOTE,
-    ("III", ("triplet", "alpha=0.2", "none"), "top1_seen_1"): _TPL_NOTE,
-    ("II", ("angleproto", "M=4", "none"), "top1_unseen"): _APNL_NOTE,
-    ("III", ("angleproto", "M=4", "none"), "top1_unseen_1"): _APNL_NOTE,
-}
 _FOOTNOTE_MARKS = ("†", "‡", "§", "¶")
 _SEPARATION_NOTE = (
     "The paper separates vocals with Spleeter only: rows with any separation (repet, demucs, ...) are compared "
     'with its "with source separation" block, rows with separation "none" with its "without" block.'
 )
 
-_LOSS_LABELS = {"triplet": "Triplets", "ge2e": "GE2E", "proto": "PNL", "angleproto": "A-PNL"}
-GROUPS = ("seen", "unseen")
 DET_CONDITIONS = ("one_on_one/seen", "one_on_one/unseen", "centroid/5/seen", "centroid/5/unseen")
 _DET_TICKS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
 _DET_LIMITS = (0.0005, 0.95)
 _DET_CLIP = 1e-6  # rates of exactly 0 or 1 are drawn at this distance from the edge (off the axes)
-_RESULTS_FORMAT = "singerid-results"
-_RESULTS_VERSION = 1
 _TSNE_MIN_POINTS = 6
 
 
@@ -210,23 +130,6 @@ class Table:
         return buffer.getvalue()
 
 
-@dataclass(frozen=True)
-class _System:
-    name: str
-    loss: str
-    setting: str
-    separation: str
-    kind: str
-    result: Mapping[str, Any]
-
-    @property
-    def paper_key(self) -> PaperKey | None:
-        if self.kind != "trained":
-            return None
-        separation = "none" if self.separation == "none" else "spleeter"
-        return (self.loss, _canonical_setting(self.setting), separation)
-
-
 def _escape(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -235,84 +138,49 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _canonical_setting(setting: str) -> str:
-    """'alpha = 0.20' -> 'alpha=0.2', 'm=3' -> 'M=3'; anything else unchanged (spaces removed)."""
-    compact = setting.replace(" ", "")
-    name, _, value = compact.partition("=")
-    try:
-        if name.lower() in ("alpha", "margin", "α"):
-            return f"alpha={float(value):g}"
-        if name.lower() == "m":
-            return f"M={int(value)}"
-    except ValueError:
-        return compact
-    return compact
-
-
-def _paper_label(key: PaperKey) -> str:
-    loss, setting, _ = key
-    return f"{_LOSS_LABELS[loss]} ({setting.replace('alpha', 'α')})"
-
-
-def _parse_systems(systems: Sequence[Mapping[str, Any]]) -> list[_System]:
-    parsed = []
-    for position, entry in enumerate(systems):
-        description = entry.get("system") if isinstance(entry, Mapping) else None
-        if not isinstance(description, Mapping) or not isinstance(description.get("name"), str):
-            raise ValueError(
-                f"system {position}: expected a dict with 'system': {{'name': ..., ...}}, got {entry!r:.200}"
-            )
-        parsed.append(
-            _System(
-                name=description["name"],
-                loss=str(description.get("loss", "")),
-                setting=str(description.get("setting", "")),
-                separation=str(description.get("separation", "none")),
-                kind=str(description.get("kind", "trained")),
-                result=entry,
-            )
-        )
-    return parsed
-
-
 def _block_title(separation: str) -> str:
     if separation == "none":
         return "Without source separation"
     return f"With source separation ({separation}; paper: Spleeter)"
 
 
-def _blocks(systems: list[_System]) -> list[list[_System]]:
+def _blocks(systems: Sequence[SystemResult]) -> list[list[SystemResult]]:
     """Systems grouped by separation, in the paper's order: separated blocks first, then "none"."""
-    separations = sorted({s.separation for s in systems}, key=lambda name: (name == "none", name))
-    return [[s for s in systems if s.separation == separation] for separation in separations]
+    separations = sorted({s.system.separation for s in systems}, key=lambda name: (name == "none", name))
+    return [[s for s in systems if s.system.separation == separation] for separation in separations]
 
 
-def _lookup(result: Mapping[str, Any], *path: str) -> float | None:
-    """A fraction deep in a result dict, as percent; None where any level is absent or the value not finite."""
-    node: Any = result
-    for key in path:
-        if not isinstance(node, Mapping) or key not in node:
-            return None
-        node = node[key]
-    if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
+def _percent_of(value: float | None) -> float | None:
+    """A fraction as percent; None where it is absent or not finite."""
+    if value is None or not math.isfinite(value):
         return None
-    return round(100.0 * float(node), 10)  # drops float noise such as 55.00000000000001
+    return round(100.0 * float(value), 10)  # drops float noise such as 55.00000000000001
+
+
+def _identification(result: EvaluationResult, group: str, segments: int, metric: str) -> float | None:
+    score = result.identification.get(group, {}).get(segments)
+    return None if score is None else _percent_of(getattr(score, metric))
+
+
+def _eer(score: VerificationScore | None) -> float | None:
+    return None if score is None else _percent_of(score.eer)
 
 
 def _build_table(
     name: str,
     title: str,
     columns: Sequence[Column],
-    systems: Sequence[Mapping[str, Any]],
+    systems: Sequence[SystemResult],
     paper: Mapping[PaperKey, Mapping[str, float]],
-    value: Callable[[Mapping[str, Any], str], float | None],
+    value: Callable[[EvaluationResult, str], float | None],
 ) -> Table:
     rows: list[dict[str, Any]] = []
     marks: dict[tuple[int, str], str] = {}
     notes: list[str] = []
-    for block in _blocks(_parse_systems(systems)):
-        for system in block:
-            key = system.paper_key
+    for block in _blocks(systems):
+        for entry in block:
+            system = entry.system
+            key = paper_key(system)
             published = paper.get(key) if key is not None else None
             row: dict[str, Any] = {
                 "block": _block_title(system.separation),
@@ -321,12 +189,12 @@ def _build_table(
                 "loss": system.loss,
                 "setting": system.setting,
                 "separation": system.separation,
-                "paper_row": _paper_label(key) if published is not None and key is not None else "",
+                "paper_row": paper_label(key) if published is not None and key is not None else "",
             }
             for column in columns:
-                row[column.key] = value(system.result, column.key)
+                row[column.key] = value(entry.result, column.key)
                 row[f"paper_{column.key}"] = None if published is None else published.get(column.key)
-                note = _PAPER_NOTES.get((name, key, column.key)) if published is not None and key else None
+                note = PAPER_NOTES.get((name, key, column.key)) if published is not None and key else None
                 if note is not None:
                     if note not in notes:
                         notes.append(note)
@@ -337,26 +205,17 @@ def _build_table(
     return Table(title, tuple(columns), rows, tuple(footnotes), marks)
 
 
-def _mapping(node: Any, key: str) -> Mapping[str, Any]:
-    value = node.get(key) if isinstance(node, Mapping) else None
-    return value if isinstance(value, Mapping) else {}
+def _query_counts(systems: Sequence[SystemResult]) -> list[int]:
+    """The query lengths that some system was scored with; the paper's 1, 3, 5 when there are none."""
+    counts = {n for s in systems for by_length in s.result.identification.values() for n in by_length}
+    return sorted(counts) or [1, 3, 5]
 
 
-def _counts(keyed: Sequence[Mapping[str, Any]]) -> list[int]:
-    """The segment counts keying these dicts ("1", "3", ...), sorted; the paper's 1, 3, 5 when there are none."""
-    return sorted({int(key) for node in keyed for key in node if str(key).isdigit()}) or [1, 3, 5]
+def _enrollment_counts(systems: Sequence[SystemResult]) -> list[int]:
+    return sorted({s for system in systems for s in system.result.centroid}) or [1, 3, 5]
 
 
-def _query_counts(systems: Sequence[Mapping[str, Any]]) -> list[int]:
-    groups = [_mapping(_mapping(entry, "identification"), group) for entry in systems for group in GROUPS]
-    return _counts(groups)
-
-
-def _enrollment_counts(systems: Sequence[Mapping[str, Any]]) -> list[int]:
-    return _counts([_mapping(_mapping(entry, "verification"), "centroid") for entry in systems])
-
-
-def table_ii(systems: Sequence[Mapping[str, Any]]) -> Table:
+def table_ii(systems: Sequence[SystemResult]) -> Table:
     """Identification (top-1, top-5) with one query segment and one-on-one verification EER, seen and unseen."""
     columns = [
         Column(f"{metric}_{group}", f"{label} {group.capitalize()}")
@@ -364,11 +223,11 @@ def table_ii(systems: Sequence[Mapping[str, Any]]) -> Table:
         for group in GROUPS
     ]
 
-    def value(result: Mapping[str, Any], key: str) -> float | None:
+    def value(result: EvaluationResult, key: str) -> float | None:
         metric, group = key.split("_")
         if metric == "eer":
-            return _lookup(result, "verification", "one_on_one", group, "eer")
-        return _lookup(result, "identification", group, "1", metric)
+            return _eer(result.one_on_one.get(group))
+        return _identification(result, group, 1, metric)
 
     title = (
         "**Table II.** Identification (top-1, top-5 among the group's singers) and one-on-one verification (EER) "
@@ -377,7 +236,7 @@ def table_ii(systems: Sequence[Mapping[str, Any]]) -> Table:
     return _build_table("II", title, columns, systems, PAPER_TABLE_II, value)
 
 
-def table_iii(systems: Sequence[Mapping[str, Any]]) -> Table:
+def table_iii(systems: Sequence[SystemResult]) -> Table:
     """Top-1 identification against the number of query segments (their centroid), seen and unseen."""
     columns = [
         Column(f"top1_{group}_{n}", f"{n} seg. {group.capitalize()}")
@@ -385,15 +244,15 @@ def table_iii(systems: Sequence[Mapping[str, Any]]) -> Table:
         for group in GROUPS
     ]
 
-    def value(result: Mapping[str, Any], key: str) -> float | None:
+    def value(result: EvaluationResult, key: str) -> float | None:
         _, group, n = key.split("_")
-        return _lookup(result, "identification", group, n, "top1")
+        return _identification(result, group, int(n), "top1")
 
     title = "**Table III.** Top-1 identification (%) with the centroid of n query segments."
     return _build_table("III", title, columns, systems, PAPER_TABLE_III, value)
 
 
-def table_iv(systems: Sequence[Mapping[str, Any]]) -> Table:
+def table_iv(systems: Sequence[SystemResult]) -> Table:
     """Verification EER with the centroid of s enrollment segments against one query segment."""
     columns = [
         Column(f"eer_{group}_{s}", f"{s} seg. {group.capitalize()}")
@@ -401,15 +260,15 @@ def table_iv(systems: Sequence[Mapping[str, Any]]) -> Table:
         for group in GROUPS
     ]
 
-    def value(result: Mapping[str, Any], key: str) -> float | None:
+    def value(result: EvaluationResult, key: str) -> float | None:
         _, group, s = key.split("_")
-        return _lookup(result, "verification", "centroid", s, group, "eer")
+        return _eer(result.centroid.get(int(s), {}).get(group))
 
     title = "**Table IV.** Verification EER (%) with the centroid of s enrollment segments against one query segment."
     return _build_table("IV", title, columns, systems, PAPER_TABLE_IV, value)
 
 
-def format_tables(systems: Sequence[Mapping[str, Any]]) -> str:
+def format_tables(systems: Sequence[SystemResult]) -> str:
     """Tables II, III and IV as markdown text, for a terminal."""
     return "\n".join(table(systems).to_markdown() for table in (table_ii, table_iii, table_iv))
 
@@ -423,26 +282,7 @@ def _save_figure(figure: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    _write_atomically(path, buffer.getvalue())
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path`` (mode 0644)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
-        temporary = Path(handle.name)
-        try:
-            handle.write(data)
-        except BaseException:
-            handle.close()
-            temporary.unlink(missing_ok=True)
-            raise
-    temporary.chmod(0o644)
-    os.replace(temporary, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    _write_atomically(path, text.encode("utf-8"))
+    write_atomically(path, buffer.getvalue())
 
 
 def _colours(count: int) -> list[Any]:
@@ -496,21 +336,21 @@ def plot_det(scores: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, ti
     _save_figure(figure, path)
 
 
-def plot_top1_vs_segments(systems: Sequence[Mapping[str, Any]], path: Path) -> None:
+def plot_top1_vs_segments(systems: Sequence[SystemResult], path: Path) -> None:
     """Top-1 identification (%) against the number of query segments: seen solid, unseen dashed, a colour each."""
-    parsed = _parse_systems(systems)
     counts = _query_counts(systems)
     figure = Figure(figsize=(7.0, 4.8))
     axes = figure.add_subplot()
     handles = []
     markers = "osD^vP*X"
-    for index, (system, colour) in enumerate(zip(parsed, _colours(len(parsed)))):
+    for index, (entry, colour) in enumerate(zip(systems, _colours(len(systems)))):
+        system = entry.system
         label = system.name if system.separation == "none" else f"{system.name} [{system.separation}]"
         marker = markers[index % len(markers)]
-        offset = 0.06 * (index - (len(parsed) - 1) / 2)  # systems with equal values stay side by side, not hidden
+        offset = 0.06 * (index - (len(systems) - 1) / 2)  # systems with equal values stay side by side, not hidden
         drawn = False
         for group, style in zip(GROUPS, ("-", "--")):
-            points = [(n, _lookup(system.result, "identification", group, str(n), "top1")) for n in counts]
+            points = [(n, _identification(entry.result, group, n, "top1")) for n in counts]
             points = [(n + offset, value) for n, value in points if value is not None]
             if points:
                 x, y = zip(*points)
@@ -593,32 +433,32 @@ def _file_stem(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "system"
 
 
-def _systems_overview(parsed: Sequence[_System]) -> str:
+def _systems_overview(systems: Sequence[SystemResult]) -> str:
     lines = [
-        "| System | Kind | Loss | Setting | Separation | Seen singers | Unseen singers | Skipped |",
-        "|---|---|---|---|---|---:|---:|---:|",
+        "| System | Kind | Loss | Setting | Separation | Scoring | Seen singers | Unseen singers | Skipped |",
+        "|---|---|---|---|---|---|---:|---:|---:|",
     ]
-    for system in parsed:
-        singers = system.result.get("singers", {})
+    for entry in systems:
+        system, singers = entry.system, entry.result.singers
         counts = [str(singers.get(key, "-")) for key in ("seen", "unseen", "skipped")]
-        cells = [system.name, system.kind, system.loss or "-", system.setting or "-", system.separation, *counts]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells = [system.name, system.kind, system.loss or "-", system.setting or "-", system.separation]
+        lines.append("| " + " | ".join([*cells, system.scoring, *counts]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def protocol_notes(systems: Sequence[Mapping[str, Any]]) -> list[str]:
+def protocol_notes(systems: Sequence[SystemResult]) -> list[str]:
     """What a reader must know to read the tables: singers left out and why, and groups too small to rank."""
     if not systems:
         return []
-    result = systems[0]  # every system of a report is scored on the same trials
+    result = systems[0].result  # every system of a report is scored on the same trials
     notes = []
-    for group, count in result.get("singers", {}).items():
+    for group, count in result.singers.items():
         if group != "skipped" and 0 < count <= 5:
             notes.append(
                 f"Only {count} {group} singers: chance top-1 is {100 / count:.0f} %, and top-5 is 100 % by "
                 "construction."
             )
-    skipped = result.get("skipped_singers", {})
+    skipped = result.skipped_singers
     if skipped:
         listed = "; ".join(f"{singer}: {why}" for singer, why in list(skipped.items())[:10])
         notes.append(f"{len(skipped)} test singers take no part ({listed}{'; ...' if len(skipped) > 10 else ''}).")
@@ -626,7 +466,7 @@ def protocol_notes(systems: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def write_report(
-    systems: Sequence[Mapping[str, Any]],
+    systems: Sequence[SystemResult],
     out_dir: Path,
     det_scores: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]] | None = None,
     maps: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None,
@@ -641,12 +481,10 @@ def write_report(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parsed = _parse_systems(systems)
     tables = {"2": table_ii(systems), "3": table_iii(systems), "4": table_iv(systems)}
     for number, table in tables.items():
-        _write_text(out_dir / f"table{number}.csv", table.to_csv())
-    results = {"format": _RESULTS_FORMAT, "version": _RESULTS_VERSION, "systems": [dict(s) for s in systems]}
-    _write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        write_atomically(out_dir / f"table{number}.csv", table.to_csv())
+    save_results(systems, out_dir / "results.json")
 
     figures: list[tuple[str, str]] = []
     plot_top1_vs_segments(systems, out_dir / "top1_vs_segments.png")
@@ -677,7 +515,7 @@ def write_report(
         "",
         "## Systems",
         "",
-        _systems_overview(parsed),
+        _systems_overview(systems),
         "## Table II: one segment",
         "",
         tables["2"].to_markdown(),
@@ -697,22 +535,5 @@ def write_report(
         "",
     ]
     report = out_dir / "report.md"
-    _write_text(report, "\n".join(sections))
+    write_atomically(report, "\n".join(sections))
     return report
-
-
-def load_results(path: Path) -> list[dict[str, Any]]:
-    """The systems of a ``results.json`` written by :func:`write_report` (ValueError if it is not one)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(data, dict) or data.get("format") != _RESULTS_FORMAT:
-        raise ValueError(f"{path}: not a singerid results file (format is not {_RESULTS_FORMAT!r})")
-    if data.get("version") != _RESULTS_VERSION:
-        raise ValueError(f"{path}: unsupported results version {data.get('version')!r}; expected {_RESULTS_VERSION}")
-    systems = data.get("systems")
-    if not isinstance(systems, list):
-        raise ValueError(f"{path}: 'systems' must be a list")
-    _parse_systems(systems)
-    return systems

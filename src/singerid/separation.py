@@ -8,8 +8,6 @@ compact Demucs-like waveform U-Net that loads its weights from a local file (`sa
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,6 +20,8 @@ from scipy.ndimage import maximum_filter1d
 from torch import Tensor, nn
 
 from singerid.audio import as_mono_float32
+from singerid.errors import SingerIdError
+from singerid.fileio import atomic_path
 from singerid.registry import Registry
 
 WEIGHTS_FORMAT = "singerid-separator"
@@ -29,7 +29,7 @@ WEIGHTS_VERSION = 1
 _EPS = 1e-8
 
 
-class SeparationError(RuntimeError):
+class SeparationError(SingerIdError):
     """A separator cannot be built or cannot process its input."""
 
 
@@ -291,22 +291,14 @@ class WaveUNet(nn.Module):
 
 def save_separator_weights(model: WaveUNet, path: str | Path) -> None:
     """Writes `model` as a singerid separator weights file (atomically: temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {
         "format": WEIGHTS_FORMAT,
         "version": WEIGHTS_VERSION,
         "config": asdict(model.config),
         "state_dict": model.state_dict(),
     }
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
+    with atomic_path(path) as temporary:
         torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def load_separator_weights(path: str | Path) -> WaveUNet:

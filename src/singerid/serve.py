@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from singerid.audio import AudioError, load_audio
+from singerid.errors import SingerIdError
 
 if TYPE_CHECKING:
     from singerid.library import Match, SingerLibrary
@@ -54,7 +55,7 @@ logger = logging.getLogger(__name__)
 Embed = Callable[[np.ndarray, int], np.ndarray]
 
 
-class ServeError(Exception):
+class ServeError(SingerIdError):
     """The service cannot start (e.g. its port is taken); the message says why."""
 
 
@@ -127,10 +128,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, routes[method](self))
         except RequestError as error:
             self._send(error.status, {"error": error.message}, error.headers)
-        except KeyError as error:
-            self._send(HTTPStatus.NOT_FOUND, {"error": str(error.args[0]) if error.args else "not found"})
-        except ValueError as error:
-            self._send(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+        except SingerIdError as error:  # the request's fault; anything else is a bug: a 500
+            status = HTTPStatus.NOT_FOUND if isinstance(error, KeyError) else HTTPStatus.BAD_REQUEST  # unknown singer
+            self._send(status, {"error": str(error)})
         except Exception:
             logger.exception("%s %s failed", method, self.path)
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal server error; see the server log"})

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -23,14 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from singerid.features import FeatureConfig
+from singerid.errors import SingerIdError
+from singerid.features import FeatureConfig, FrontendConfig
+from singerid.fileio import atomic_path, record_from_dict, write_atomically
 
 STORE_FORMAT = "singerid-store"
 STORE_VERSION = 1
 SHARD_FRAMES = 1 << 22  # 4.2 M frames (11.7 h of voice, 512 MiB at 64 mels) per shard file
 
 
-class StoreError(RuntimeError):
+class StoreError(SingerIdError):
     """A store that cannot be read or merged; the message names the folder and the reason."""
 
 
@@ -60,7 +61,7 @@ class StoreHeader:
     """Everything but the frames: how they were made and where each track lies."""
 
     features: FeatureConfig
-    frontend: dict[str, Any]  # separation, region settings: the rest of what made the frames
+    frontend: FrontendConfig  # separation, region settings: the rest of what made the frames
     shards: list[int] = field(default_factory=list)  # frames per shard file
     tracks: list[StoredTrack] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
@@ -70,21 +71,10 @@ def shard_name(index: int) -> str:
     return f"frames-{index:05d}.f16"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def write_shard(folder: Path, index: int, frames: np.ndarray) -> None:
-    """Writes one shard file atomically."""
-    path = folder / shard_name(index)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as f:
+    """Writes one shard file atomically and durably (it holds finished work)."""
+    with atomic_path(folder / shard_name(index), durable=True) as temporary, temporary.open("wb") as f:
         np.ascontiguousarray(frames, dtype=np.float16).tofile(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
 
 
 def write_header(folder: Path, header: StoreHeader) -> None:
@@ -92,17 +82,17 @@ def write_header(folder: Path, header: StoreHeader) -> None:
     rows = ["file,track_id,reason"]
     for r in header.rejects:
         rows.append(csv_line([r.source, r.track_id, r.reason]))
-    atomic_write_text(folder / "rejects.csv", "\n".join(rows) + "\n")
+    write_atomically(folder / "rejects.csv", "\n".join(rows) + "\n")
     record = {
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
         "features": asdict(header.features),
-        "frontend": header.frontend,
+        "frontend": asdict(header.frontend),
         "shards": [{"file": shard_name(i), "frames": n} for i, n in enumerate(header.shards)],
         "tracks": [asdict(t) for t in header.tracks],
         "rejects": [asdict(r) for r in header.rejects],
     }
-    atomic_write_text(folder / "index.json", json.dumps(record, ensure_ascii=False))
+    write_atomically(folder / "index.json", json.dumps(record, ensure_ascii=False), durable=True)
 
 
 def csv_line(values: list[str]) -> str:
@@ -121,18 +111,22 @@ def read_header(folder: Path) -> StoreHeader:
         raise StoreError(f"{folder}: not a feature store (no index.json); make one with `singerid prepare`") from None
     except (OSError, json.JSONDecodeError) as error:
         raise StoreError(f"{path}: unreadable index ({error})") from error
-    if record.get("format") != STORE_FORMAT or record.get("version") != STORE_VERSION:
-        raise StoreError(
-            f"{path}: format {record.get('format')} version {record.get('version')}, "
-            f"expected {STORE_FORMAT} version {STORE_VERSION}"
+    if not isinstance(record, dict) or record.get("format") != STORE_FORMAT:
+        raise StoreError(f"{path}: not a singerid feature store index")
+    version = record.get("version")
+    if not isinstance(version, int) or version > STORE_VERSION:
+        raise StoreError(f"{path}: store version {version}; this singerid reads up to {STORE_VERSION}: upgrade it")
+    source = str(path)
+    try:
+        return StoreHeader(
+            features=record_from_dict(FeatureConfig, record["features"], source),
+            frontend=record_from_dict(FrontendConfig, record["frontend"], source),
+            shards=[s["frames"] for s in record["shards"]],
+            tracks=[record_from_dict(StoredTrack, t, source) for t in record["tracks"]],
+            rejects=[record_from_dict(Reject, r, source) for r in record["rejects"]],
         )
-    return StoreHeader(
-        features=FeatureConfig(**record["features"]),
-        frontend=record["frontend"],
-        shards=[s["frames"] for s in record["shards"]],
-        tracks=[StoredTrack(**t) for t in record["tracks"]],
-        rejects=[Reject(**r) for r in record["rejects"]],
-    )
+    except (KeyError, TypeError, ValueError) as error:
+        raise StoreError(f"{path}: damaged index ({type(error).__name__}: {error})") from error
 
 
 class FeatureStore:
@@ -204,7 +198,7 @@ class FeatureStore:
             "bytes": frames * self.features.n_mels * 2,
             "methods": dict(methods),
             "detector_reasons": dict(detector_reasons),
-            "frontend": self.header.frontend,
+            "frontend": asdict(self.header.frontend),
             "splits": {
                 split: {"singers": len(e["singers"]), "tracks": e["tracks"], "hours": round(e["hours"], 3)}
                 for split, e in sorted(per_split.items())
@@ -247,10 +241,8 @@ def merge_stores(out: Path, parts: list[Path]) -> StoreHeader:
     for part, header in zip(parts, headers):
         base = len(merged.shards)
         for i, frames in enumerate(header.shards):
-            target = out / shard_name(base + i)
-            temporary = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(part / shard_name(i), temporary)
-            os.replace(temporary, target)
+            with atomic_path(out / shard_name(base + i), durable=True) as temporary:
+                shutil.copyfile(part / shard_name(i), temporary)
             merged.shards.append(frames)
         for t in header.tracks:
             if t.track_id in seen:

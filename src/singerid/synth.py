@@ -27,13 +27,12 @@ from tqdm import tqdm
 
 from singerid.audio import write_audio
 from singerid.parallel import map_in_processes
+from singerid.splits import TEST_SEEN, TEST_UNSEEN, TRAIN, VAL
 
 SYNTH_RATE = 22050  # internal rendering rate; files are resampled to SynthConfig.sample_rate
 HOP = 256  # control and STFT hop at SYNTH_RATE (11.6 ms)
 N_FFT = 4 * HOP
 TABLE_SIZE = 2048
-SPLIT_SEEN_TEST = "test_seen"
-SPLIT_UNSEEN_TEST = "test_unseen"
 METADATA_COLUMNS = ("singer_id", "track_id", "path", "lrc_path", "split")
 
 # Vowel formants F1-F3 (Hz) for an adult male vocal tract (Peterson & Barney averages); F4, F5 fixed.
@@ -583,11 +582,11 @@ def plan_catalog(config: SynthConfig) -> list[TrackPlan]:
         splits: list[str] = []
         if s < seen:
             val = max(1, round(config.tracks * 0.2))
-            splits += ["train"] * (config.tracks - val) + ["val"] * val
+            splits += [TRAIN] * (config.tracks - val) + [VAL] * val
             if s < k:
-                splits += [SPLIT_SEEN_TEST] * config.test_tracks
+                splits += [TEST_SEEN] * config.test_tracks
         else:
-            splits += [SPLIT_UNSEEN_TEST] * config.test_tracks
+            splits += [TEST_UNSEEN] * config.test_tracks
         for t, split in enumerate(splits):
             track_id = f"{singer_id}_t{t:02d}"
             stem = f"audio/{folder}/{t:02d} Song {t:02d} - l'été"

@@ -1,0 +1,74 @@
+"""Files that other stages read: written atomically, and typed records read back from older versions.
+
+Every file singerid writes for another stage (a store's shards and index, checkpoints, trials, results, reports,
+libraries, catalogs) goes through `atomic_path` or `write_atomically`: the content is written under a temporary
+name in the same folder and renamed over the target, so a reader sees the old file or the new one, never half of
+one. `durable=True` also flushes the file and its folder to disk before and after the rename, for files whose loss
+in a power cut would lose finished work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import MISSING, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+Record = TypeVar("Record")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, durable: bool = False) -> Iterator[Path]:
+    """A temporary path beside `path` (same suffix) to write to; renamed over `path` when the block ends without
+    an error, removed when it raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        yield temporary
+        if durable:
+            _fsync(temporary)
+        os.replace(temporary, path)
+        if durable:
+            _fsync(path.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+
+
+def write_atomically(path: str | Path, content: bytes | str, *, durable: bool = False) -> Path:
+    """Writes bytes, or text as UTF-8, to `path` atomically; returns the path."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    with atomic_path(path, durable=durable) as temporary:
+        temporary.write_bytes(data)
+    return Path(path)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def record_from_dict(cls: type[Record], data: Mapping[str, Any], source: str) -> Record:
+    """A frozen dataclass from its stored dict, written by this or another singerid version: a field the file
+    lacks takes its default (a field added later); a key the class lacks is dropped with a warning (a field
+    removed later). A missing field without a default is a ValueError naming `source`."""
+    assert is_dataclass(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        warnings.warn(
+            f"{source}: ignoring {cls.__name__} settings this singerid does not know: {unknown}", stacklevel=2
+        )
+    missing = [n for n, f in known.items() if n not in data and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise ValueError(f"{source}: {cls.__name__} lacks {', '.join(missing)}")
+    return cls(**{key: value for key, value in data.items() if key in known})

@@ -1,0 +1,60 @@
+"""Inference: a checkpoint's encoder embeds files, signals and stored frames alike, apart from training code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from singerid.audio import AudioError, load_audio
+from singerid.encoder import SingerEncoder, window_starts
+from singerid.store import FeatureStore
+
+
+def test_window_starts_cover_the_track() -> None:
+    assert window_starts(100, 350, 350) == [0]
+    assert window_starts(1000, 350, 350) == [0, 350, 650]
+    assert window_starts(700, 350, 175) == [0, 175, 350]
+
+
+def test_encoder_embeds_files_like_the_store(tiny_run: Path, quick_store: Path, quick_catalog: Path) -> None:
+    encoder = SingerEncoder.load(tiny_run / "best.pt")
+    store = FeatureStore(quick_store)
+    track = store.tracks[0]
+    from_file = encoder.embed_file(track.source)  # lyrics found beside the file
+    assert from_file.shape == (32,) and abs(np.linalg.norm(from_file) - 1) < 1e-5
+    segments = encoder.embed_frames(store.frames(0))
+    from_store = segments.mean(0) / np.linalg.norm(segments.mean(0))
+    assert float(from_file @ from_store) > 0.99  # same front end; the store keeps float16
+    wave = load_audio(track.source, 44100)
+    from_wave = encoder.embed_wave(wave, 44100, lrc=Path(track.source).with_suffix(".lrc"))
+    assert float(from_wave @ from_file) > 0.99
+    with pytest.raises(AudioError, match="nowhere.mp3"):
+        encoder.embed_file(quick_catalog / "nowhere.mp3")
+
+
+def test_inference_never_imports_the_training_code() -> None:
+    code = (
+        "import sys, singerid.encoder; "
+        "loaded = [m for m in ('singerid.train', 'singerid.distributed', 'singerid.sampler') if m in sys.modules]; "
+        "print(loaded)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_windows_are_the_papers_segment_whatever_the_training_crop(tiny_run: Path) -> None:
+    encoder = SingerEncoder.load(tiny_run / "best.pt")
+    assert encoder.window_frames == 350
+    frames = np.random.default_rng(0).standard_normal((1050, 64)).astype(np.float32)
+    assert encoder.embed_frames(frames).shape == (3, 32)
+    raw = encoder.embed_frames(frames, normalize=False)
+    unit = encoder.embed_frames(frames)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), unit, rtol=1e-5, atol=1e-6)
+    shorter = SingerEncoder.load(tiny_run / "best.pt", window_frames=200)
+    assert shorter.embed_frames(frames).shape == (6, 32)
+    with pytest.raises(ValueError, match="window_frames"):
+        SingerEncoder.load(tiny_run / "best.pt", window_frames=10)
