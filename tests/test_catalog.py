@@ -34,7 +34,7 @@ def test_folder_tree_skips_hidden_files_and_reads_one_format_per_song(tmp_path: 
     touch(root / "D'Angelo" / "Brown Sugar.m4a")
     touch(root / "loose file at the root.mp3")
     with pytest.warns(UserWarning) as warned:
-        tracks = scan_folder(root)
+        tracks = scan_folder(root).tracks
     messages = [str(w.message) for w in warned]
     assert any(re.search(r"1 files are another format .*Army of Me\.mp3", m) for m in messages), messages
     assert any("1 audio files directly in the catalog folder belong to no singer" in m for m in messages), messages
@@ -88,8 +88,10 @@ def test_metadata_errors_name_the_line(tmp_path: Path, rows: list[dict[str, str]
     with pytest.raises(CatalogError, match=message):
         read_catalog(tmp_path)
     (tmp_path / "metadata.csv").write_text("artist,file\nx,y.mp3\n", encoding="utf-8")
-    with pytest.raises(CatalogError, match="needs the columns"):
+    with pytest.raises(CatalogError, match=r"lacks the columns singer_id, path \(required: singer_id, path; optional"):
         read_catalog(tmp_path)
+    (tmp_path / "metadata.csv").write_text("singer_id,track_id,path\nx,t,y.mp3\n", encoding="utf-8")
+    assert [t.track_id for t in read_catalog(tmp_path)] == ["t"]  # optional columns may be absent
     with pytest.raises(CatalogError, match="no such file or folder"):
         read_catalog(tmp_path / "nowhere")
     song = touch(tmp_path / "flat" / "song.mp3")
@@ -106,7 +108,7 @@ def test_split_rule_follows_the_paper(tmp_path: Path) -> None:
     for singer in range(40):
         for track in range(12 if singer % 3 == 0 else 8):
             touch(tmp_path / f"singer {singer:02d}" / f"song {track:02d}.mp3")
-    tracks = scan_folder(tmp_path)
+    tracks = scan_folder(tmp_path).tracks
     split = assign_splits(tracks, seed=3)
     assert split == assign_splits(tracks, seed=3) and split != assign_splits(tracks, seed=4)
     roles: dict[str, Counter] = {}
@@ -131,7 +133,7 @@ def test_small_catalogs_of_ten_track_singers_still_get_test_groups(tmp_path: Pat
         for track in range(10):
             touch(tmp_path / f"singer {singer:02d}" / f"song {track}.flac")
     roles: dict[str, Counter] = {}
-    for track in assign_splits(scan_folder(tmp_path), seed=0):
+    for track in assign_splits(scan_folder(tmp_path).tracks, seed=0):
         roles.setdefault(track.singer_id, Counter())[track.split] += 1
     assert sum(1 for r in roles.values() if r["test_unseen"] == 10) == 4
     seen_test = [r for r in roles.values() if r["test_seen"]]
@@ -141,7 +143,7 @@ def test_small_catalogs_of_ten_track_singers_still_get_test_groups(tmp_path: Pat
 def test_a_singer_is_one_singer_in_any_unicode_form(tmp_path: Path) -> None:
     touch(tmp_path / unicodedata.normalize("NFC", "Sigur Rós") / "Ágætis byrjun.mp3")
     touch(tmp_path / unicodedata.normalize("NFD", "Sigur Rós") / "Takk.mp3")  # copied from a macOS disk
-    assert {t.singer_id for t in scan_folder(tmp_path)} == {unicodedata.normalize("NFC", "Sigur Rós")}
+    assert {t.singer_id for t in scan_folder(tmp_path).tracks} == {unicodedata.normalize("NFC", "Sigur Rós")}
 
 
 def test_lyrics_are_found_beside_their_audio_in_the_usual_namings(tmp_path: Path) -> None:
@@ -150,5 +152,45 @@ def test_lyrics_are_found_beside_their_audio_in_the_usual_namings(tmp_path: Path
     touch(folder / "B.flac"), touch(folder / "B.LRC")
     touch(folder / "C.mp3"), touch(folder / "C.live.lrc")  # the lyrics of another song, C.live.mp3
     touch(folder / "C.live.mp3")
-    found = {t.audio_path.name: t.lrc_path and t.lrc_path.name for t in scan_folder(tmp_path)}
+    found = {t.audio_path.name: t.lrc_path and t.lrc_path.name for t in scan_folder(tmp_path).tracks}
     assert found == {"A.mp3": "A.mp3.lrc", "B.flac": "B.LRC", "C.mp3": None, "C.live.mp3": "C.live.lrc"}
+
+
+def test_a_row_with_too_few_or_too_many_fields_is_an_error_not_a_new_split(tmp_path: Path) -> None:
+    header = "singer_id,track_id,path,lrc_path,split\n"
+    (tmp_path / "metadata.csv").write_text(header + "a,t1,a.mp3,,val\na,t2,b.mp3\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match=r"metadata.csv:3: 3 fields, but the header has 5"):
+        read_catalog(tmp_path)
+    (tmp_path / "metadata.csv").write_text(header + "a,t1,a.mp3,,val,extra, more\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match=r"metadata.csv:2: 7 fields, but the header has 5"):
+        read_catalog(tmp_path)
+
+
+def test_unreadable_folders_and_symlink_loops_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from singerid.catalog import scan_catalog
+
+    root = tmp_path / "music"
+    touch(root / "Adele" / "21" / "Hello.mp3")
+    touch(root / "Blur" / "Parklife" / "Girls.mp3")
+    touch(root / "Cher" / "Believe.mp3")
+    (root / "Blur" / "Parklife" / "again").symlink_to(root / "Blur", target_is_directory=True)  # a loop
+    (root / "Cher" / "linked album").symlink_to(root / "Adele" / "21", target_is_directory=True)  # followed once
+    locked = root / "Adele" / "21"
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if isinstance(path, str | os.PathLike) and Path(path) == locked:  # as without permission (tests run as root)
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    catalog = scan_catalog(root)
+    found = sorted(t.track_id for t in catalog.tracks)
+    assert found == ["Blur/Parklife/Girls", "Cher/Believe", "Cher/linked album/Hello"]  # a linked album is read
+    reasons = {part.path: part.reason for part in catalog.unreadable}
+    assert len(reasons) == 2 and reasons[locked] == "cannot list the folder: Permission denied"
+    assert reasons[root / "Blur" / "Parklife" / "again"] == "a symbolic link loop back to a folder read already"
+    with pytest.warns(UserWarning, match="21: not read \\(cannot list the folder: Permission denied\\)"):
+        read_catalog(root)

@@ -90,7 +90,7 @@ def test_library_commands_enroll_identify_verify_similar(
     assert calibrated is not None and -1.0 < calibrated < 1.0
     broken = tmp_path / "broken song.mp3"
     broken.write_bytes(b"")
-    assert main(["identify", str(library), str(broken), track.source, "--top-k", "4"]) == 0
+    assert main(["identify", str(library), str(broken), track.source, "--top-k", "4"]) == 1  # one file skipped
     captured = capsys.readouterr()
     line = captured.out
     assert track.source in line and len(re.findall(r"s\d{3} \((-?[0-9.]+)\)", line)) == 4  # four candidates
@@ -127,7 +127,7 @@ def test_library_commands_enroll_identify_verify_similar(
     assert "not enrolled" in capsys.readouterr().err
     empty = tmp_path / "empty song.mp3"
     empty.write_bytes(b"")
-    assert main(["embed", str(tiny_run / "best.pt"), track.source, str(empty), "--out", str(tmp_path / "e.npz")]) == 0
+    assert main(["embed", str(tiny_run / "best.pt"), track.source, str(empty), "--out", str(tmp_path / "e.npz")]) == 1
     assert np.load(tmp_path / "e.npz")[track.source].shape == (32,)
     assert f"embed: skipped {empty}: empty file" in capsys.readouterr().err
     with socket.socket() as taken:  # the service's port is in use: one line, no traceback
@@ -195,3 +195,82 @@ def test_export_and_trial_list_scoring(tiny_run: Path, quick_store: Path, tmp_pa
     (tmp_path / "bad.txt").write_text(f"1 {tests[0].source} {tests[1].source}\n", encoding="utf-8")
     assert main(["score-trials", str(tiny_run / "best.pt"), str(tmp_path / "bad.txt")]) == 2
     assert "quote paths that hold spaces" in capsys.readouterr().err
+
+
+def test_batch_commands_exit_codes_tell_the_truth(tiny_run: Path, quick_store: Path, tmp_path: Path, capsys) -> None:
+    """0: every input used; 1: some skipped; 2: none. An --out is never replaced by an empty archive."""
+    track = next(t for t in FeatureStore(quick_store).tracks if t.split == "test_seen")
+    empty = tmp_path / "empty.mp3"
+    empty.write_bytes(b"")
+    out = tmp_path / "kept.npz"
+    out.write_bytes(b"an earlier run's embeddings")
+    checkpoint = str(tiny_run / "best.pt")
+    assert main(["embed", checkpoint, str(empty), "--out", str(out), "--device", "cpu"]) == 2
+    assert out.read_bytes() == b"an earlier run's embeddings"
+    assert "no file could be embedded" in capsys.readouterr().err
+    assert main(["embed", checkpoint, track.source, str(empty), "--out", str(out), "--workers", "1"]) == 1
+    assert list(np.load(out)) == [track.source]
+    library = tmp_path / "library"
+    assert main(["enroll", str(library), "--checkpoint", checkpoint, "--store", str(quick_store), "--quiet"]) == 0
+    assert main(["identify", str(library), track.source]) == 0
+    assert main(["identify", str(library), track.source, str(empty)]) == 1
+    assert main(["identify", str(library), str(empty)]) == 2
+    import torch
+
+    if not torch.cuda.is_available():
+        capsys.readouterr()
+        assert main(["identify", str(library), track.source, "--device", "cuda"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_a_service_stopped_by_its_manager_exits_0_and_saves(tiny_run: Path, quick_store: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    library = tmp_path / "library"
+    assert main(["enroll", str(library), "--checkpoint", str(tiny_run / "best.pt"), "--store", str(quick_store)]) == 0
+    command = [sys.executable, "-m", "singerid", "serve", str(library), "--port", "0", "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    line = ""
+    while "serve:" not in line and time.monotonic() < deadline:
+        line = process.stdout.readline()
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "library" in out and "saved" in out
+
+
+def test_progress_is_whole_lines_in_a_log_and_nothing_when_quiet(capsys) -> None:
+    from singerid.progress import progress_bar, set_quiet
+
+    for _ in progress_bar(range(3), desc="step", unit="item"):
+        pass
+    err = capsys.readouterr().err  # pytest's capture is not a terminal, as a log file is not
+    assert "\r" not in err and err.endswith("\n") and "step: 100%" in err and len(err.splitlines()) <= 3
+    set_quiet(True)
+    try:
+        for _ in progress_bar(range(3), desc="step"):
+            pass
+    finally:
+        set_quiet(False)
+    assert capsys.readouterr().err == ""
+
+
+def test_serve_warns_when_exposed_without_a_token_and_checks_the_token(tmp_path: Path, capsys) -> None:
+    legacy = Path(__file__).parent / "fixtures" / "d045454"
+    library = tmp_path / "library"
+    assert (
+        main(["enroll", str(library), "--checkpoint", str(legacy / "checkpoint.pt"), "--store", str(legacy / "store")])
+        == 0
+    )
+    capsys.readouterr()
+    with socket.socket() as taken:  # the service cannot start: the warning comes first all the same
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main(["serve", str(library), "--host", "0.0.0.0", "--port", port, "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert "serving on 0.0.0.0 without a token" in err and "cannot listen on 0.0.0.0:" in err
+        assert main(["serve", str(library), "--port", "0", "--token", "two words", "--device", "cpu"]) == 2
+        assert "token" in capsys.readouterr().err

@@ -58,3 +58,34 @@ def test_windows_are_the_papers_segment_whatever_the_training_crop(tiny_run: Pat
     assert shorter.embed_frames(frames).shape == (6, 32)
     with pytest.raises(ValueError, match="window_frames"):
         SingerEncoder.load(tiny_run / "best.pt", window_frames=10)
+
+
+def test_many_files_embed_in_batches_as_one_by_one(tiny_run: Path, quick_store: Path, tmp_path: Path) -> None:
+    """The front end runs in worker processes and the network on windows of several files at once; the result is
+    each file's own embedding, in order, with the reason for a file that cannot be used in its place."""
+    encoder = SingerEncoder.load(tiny_run / "best.pt", "cpu")
+    sources = [Path(t.source) for t in FeatureStore(quick_store).tracks[:5]]
+    broken = tmp_path / "broken.mp3"
+    broken.write_bytes(b"not audio" * 50)
+    paths = [*sources[:2], broken, *sources[2:]]
+    results = list(encoder.embed_files(paths, workers=2, batch_size=8))
+    assert [path for path, _ in results] == paths
+    assert isinstance(results[2][1], AudioError) and "broken.mp3" in str(results[2][1])
+    for path, segments in results[:2] + results[3:]:
+        np.testing.assert_allclose(
+            segments.mean(0) / np.linalg.norm(segments.mean(0)), encoder.embed_file(path), atol=1e-5
+        )
+
+
+def test_devices_resolve_or_say_why_not() -> None:
+    from singerid.encoder import EncoderError, resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(EncoderError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(EncoderError, match="no CUDA GPU"):
+            resolve_device("cuda")

@@ -219,7 +219,8 @@ def test_a_grown_catalog_keeps_each_stored_singers_role(tmp_path: Path) -> None:
                 moved = name == "later.csv" and row in rows[-3:] and row["singer_id"] == unseen[-1]
                 writer.writerow({**row, "split": "train" if moved else row["split"]})
     prepare(catalog / "first.csv", tmp_path / "s", workers=1, progress=False)
-    prepare(catalog / "later.csv", tmp_path / "s", workers=1, progress=False)
+    with pytest.warns(UserWarning, match=f"1 singers keep their role in this store .*{unseen[-1]}"):
+        prepare(catalog / "later.csv", tmp_path / "s", workers=1, progress=False, other_catalog=True)
     store = FeatureStore(tmp_path / "s")
     assert len(store) + len(store.header.rejects) == len(rows)
     moved = {t.track_id for t in store.tracks} & {r["track_id"] for r in rows[-3:] if r["singer_id"] == unseen[-1]}
@@ -275,11 +276,17 @@ def test_a_signal_stops_a_parallel_prepare_and_its_workers_at_once(quick_catalog
     store = tmp_path / "store"
     command = [sys.executable, "-m", "singerid", "prepare", str(quick_catalog), str(store), "--workers", "2"]
     process = subprocess.Popen([*command, "--separation", "repet"], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # generous: a loaded machine starts workers slowly
     workers: set[int] = set()
-    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
-        workers = child_processes(process.pid) if (store / "parts").is_dir() else set()
+    finished: list[Path] = []
+    # interrupt once both workers run and a first track is finished: what an interrupt must keep is then known,
+    # however slow the machine (sending it as soon as the workers exist raced with the first track)
+    while (len(workers) < 2 or not finished) and time.monotonic() < deadline and process.poll() is None:
+        if (store / "parts").is_dir():
+            workers |= child_processes(process.pid)
+            finished = [p for p in (store / "parts").rglob("[!.]*.json") if p.name != "settings.json"]
         time.sleep(0.02)
+    assert process.poll() is None and len(workers) >= 2 and finished, "prepare ended or stalled before the test"
     process.send_signal(sig)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
@@ -289,4 +296,113 @@ def test_a_signal_stops_a_parallel_prepare_and_its_workers_at_once(quick_catalog
     assert not (store / "index.json").exists()
     result = prepare(quick_catalog, store, FrontendConfig(separation="repet"), workers=2, progress=False)
     stored = FeatureStore(store)
-    assert result.processed < 60 and len(stored) + len(stored.header.rejects) == 60
+    assert result.processed <= 60 - len(finished) and len(stored) + len(stored.header.rejects) == 60
+
+
+def small_catalog(quick_catalog: Path, folder: Path, count: int = 6) -> Path:
+    """A metadata.csv of the first `count` train tracks of the quick catalog, paths absolute."""
+    rows = [r for r in catalog_rows(quick_catalog) if r["split"] == "train"][:count]
+    for row in rows:
+        for key in ("path", "lrc_path"):
+            source = quick_catalog / row[key]
+            row[key] = str(folder / source.name)
+            shutil.copy2(source, folder / source.name)
+    write_rows(folder / "metadata.csv", rows)
+    return folder / "metadata.csv"
+
+
+def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_a_rerun_follows_every_change_of_the_catalog(quick_catalog: Path, tmp_path: Path) -> None:
+    """Nothing stale: a relabelled track is relabelled, a replaced audio or lyrics file is prepared again, a dropped
+    row is removed, a fixed reject is tried again, and untouched tracks are not redone."""
+    (tmp_path / "catalog").mkdir()
+    metadata = small_catalog(quick_catalog, tmp_path / "catalog")
+    rows = catalog_rows(metadata.parent)
+    broken = tmp_path / "catalog" / "broken.mp3"
+    broken.write_bytes(b"not audio" * 100)
+    write_rows(metadata, [*rows, {**rows[0], "track_id": "fixed later", "path": str(broken), "lrc_path": ""}])
+    store = tmp_path / "store"
+    first = prepare(metadata, store, progress=False)
+    assert first.processed == 7 and len(first.header.tracks) == 6 and len(first.header.rejects) == 1
+    before = FeatureStore(store)
+    frames_of = {t.track_id: before.frames(i).copy() for i, t in enumerate(before.tracks)}
+    notes_of = {t.track_id: t.lyrics_note for t in before.tracks}
+
+    assert prepare(metadata, store, progress=False).processed == 0  # unchanged: nothing to do
+    audio = [Path(r["path"]) for r in rows]
+    audio[5].touch()  # a new mtime, the same content: not redone
+    shutil.copy(audio[1], audio[2])  # track 2's audio replaced by another recording
+    lyrics = Path(rows[3]["lrc_path"])
+    lyrics.write_text("[00:00.50]a new first line\n" + lyrics.read_text(encoding="utf-8-sig"), encoding="utf-8")
+    shutil.copy(audio[0], broken)  # the rejected file fixed
+    relabelled = [{**r, "singer_id": "s005"} if r is rows[4] else r for r in rows]
+    write_rows(
+        metadata,
+        [r for r in relabelled if r is not rows[0]]
+        + [{**rows[0], "track_id": "fixed later", "path": str(broken), "lrc_path": ""}],
+    )
+
+    result = prepare(metadata, store, progress=False)
+    assert (result.changed, result.relabelled, result.removed, result.retried) == (2, 1, 1, 1)
+    assert result.processed == 3 and result.skipped == 3
+    after = FeatureStore(store)
+    stored = {t.track_id: (i, t) for i, t in enumerate(after.tracks)}
+    assert rows[0]["track_id"] not in stored and "fixed later" in stored and not after.header.rejects
+    i, track = stored[rows[4]["track_id"]]
+    assert track.singer_id == "s005" and np.array_equal(after.frames(i), frames_of[rows[4]["track_id"]])
+    i, _ = stored[rows[2]["track_id"]]
+    assert not np.array_equal(after.frames(i), frames_of[rows[2]["track_id"]])  # the new recording's frames
+    i, track = stored[rows[3]["track_id"]]
+    assert track.lyrics_note != notes_of[rows[3]["track_id"]]  # one phrase more: made from the new lyrics
+    i, _ = stored[rows[5]["track_id"]]
+    assert np.array_equal(after.frames(i), frames_of[rows[5]["track_id"]])
+
+
+def test_a_store_of_another_catalog_is_refused_unless_asked(quick_catalog: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = small_catalog(quick_catalog, tmp_path / "a", count=3)
+    second = small_catalog(quick_catalog, tmp_path / "b", count=3)  # the same files copied: same ids, new paths
+    store = tmp_path / "store"
+    prepare(first, store, progress=False)
+    with pytest.raises(StoreError, match=f"prepared from {first}, not {second}.*--other-catalog"):
+        prepare(second, store, progress=False)
+    assert main(["prepare", str(second), str(store), "--other-catalog", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "0 tracks processed, 3 already done" in out  # same content: nothing redone, sources updated
+    assert {Path(t.source).parent for t in FeatureStore(store).tracks} == {second.parent}
+
+
+def test_a_folder_that_cannot_be_read_is_named_in_the_rejects(
+    quick_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    rows = [r for r in catalog_rows(quick_catalog) if r["split"] == "train"][:4]
+    root = tmp_path / "tree"
+    for i, row in enumerate(rows):
+        target = root / f"Singer {i % 2}" / ("Locked" if i == 3 else "Open") / f"{i}.mp3"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(quick_catalog / row["path"], target)
+    locked = root / "Singer 1" / "Locked"
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if isinstance(path, str | os.PathLike) and Path(path) == locked:  # as without permission (tests run as root)
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = prepare(root, tmp_path / "store", progress=False)
+    assert len(result.header.tracks) == 3
+    rejects = list(csv.DictReader((tmp_path / "store" / "rejects.csv").open(encoding="utf-8")))
+    assert rejects == [{"file": str(locked), "track_id": "", "reason": "cannot list the folder: Permission denied"}]
+    again = prepare(root, tmp_path / "store", progress=False)  # found again, not doubled, not counted as removed
+    assert len(again.header.rejects) == 1 and again.removed == 0

@@ -37,10 +37,10 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
 def test_other_files_are_refused_with_their_path(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"systems": []}), encoding="utf-8")
-    with pytest.raises(ResultsError, match="not a singerid results file"):
+    with pytest.raises(ResultsError, match="results.json: not a singerid results file"):
         load_results(path)
     path.write_text(json.dumps({"format": "singerid-results", "version": 2, "systems": []}), encoding="utf-8")
-    with pytest.raises(ResultsError, match="results version 2"):
+    with pytest.raises(ResultsError, match="results file version 2"):
         load_results(path)
     path.write_text(json.dumps({"format": "singerid-results", "version": 1, "systems": [{"x": 1}]}), encoding="utf-8")
     with pytest.raises(ResultsError, match="needs 'system'"):

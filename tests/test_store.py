@@ -52,7 +52,7 @@ def test_a_newer_or_damaged_index_is_refused_with_its_path(tmp_path: Path) -> No
     shutil.copytree(LEGACY / "store", store)
     index = json.loads((store / "index.json").read_text(encoding="utf-8"))
     (store / "index.json").write_text(json.dumps({**index, "version": 7}), encoding="utf-8")
-    with pytest.raises(StoreError, match="index.json: store version 7; this singerid reads up to 1"):
+    with pytest.raises(StoreError, match="index.json: feature store index version 7; this singerid reads up to 1"):
         FeatureStore(store)
     del index["features"]
     (store / "index.json").write_text(json.dumps(index), encoding="utf-8")

@@ -7,11 +7,12 @@ its audio file holds the lyrics. Tracks without a split get one from `assign_spl
 from __future__ import annotations
 
 import csv
+import os
 import random
 import unicodedata
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 
 from singerid.errors import SingerIdError
@@ -55,6 +56,8 @@ MIN_TRAIN_TRACKS = 3  # a seen test singer keeps this many tracks for train and 
 MIN_TEST_SINGERS = 4  # per test group, where the catalog has 4x as many singers
 
 
+REQUIRED_COLUMNS = ("singer_id", "path")
+OPTIONAL_COLUMNS = ("track_id", "lrc_path", "split")
 LAYOUT = "a catalog is a folder with one folder per singer, CATALOG/<singer>/[<album>/]<track>.mp3, or a metadata.csv"
 
 
@@ -71,7 +74,23 @@ class Track:
     split: str  # one of SPLITS, or "" before assign_splits
 
 
-def read_catalog(source: str | Path, seed: int = 0) -> list[Track]:
+@dataclass(frozen=True)
+class Unreadable:
+    """A part of a catalog that could not be read (a folder without permission, a symlink loop)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The tracks of a catalog, each with a split, and what of it could not be read."""
+
+    tracks: list[Track]
+    unreadable: list[Unreadable] = field(default_factory=list)
+
+
+def scan_catalog(source: str | Path, seed: int = 0) -> Catalog:
     """Reads a metadata.csv, a folder holding one, or a folder tree; every track gets a split."""
     source = Path(source)
     if not source.exists():
@@ -80,12 +99,23 @@ def read_catalog(source: str | Path, seed: int = 0) -> list[Track]:
         source = source / "metadata.csv"
     if source.is_file() and source.suffix.lower() in AUDIO_SUFFIXES:
         raise CatalogError(f"{source}: an audio file, not a catalog: {LAYOUT}")
-    tracks = read_metadata(source) if source.is_file() else scan_folder(source)
-    if not tracks:
+    catalog = Catalog(read_metadata(source)) if source.is_file() else scan_folder(source)
+    if not catalog.tracks:
         loose = [p for p in source.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES] if source.is_dir() else []
         detail = f"; the {len(loose)} audio files directly in it belong to no singer" if loose else ""
-        raise CatalogError(f"{source}: no audio tracks found ({LAYOUT}){detail}")
-    return assign_splits(tracks, seed) if any(not t.split for t in tracks) else tracks
+        unread = f"; {len(catalog.unreadable)} folders could not be read" if catalog.unreadable else ""
+        raise CatalogError(f"{source}: no audio tracks found ({LAYOUT}){detail}{unread}")
+    if any(not t.split for t in catalog.tracks):
+        catalog = Catalog(assign_splits(catalog.tracks, seed), catalog.unreadable)
+    return catalog
+
+
+def read_catalog(source: str | Path, seed: int = 0) -> list[Track]:
+    """The tracks of `scan_catalog`; what could not be read is named in a warning."""
+    catalog = scan_catalog(source, seed)
+    for part in catalog.unreadable:
+        warnings.warn(f"{part.path}: not read ({part.reason})", stacklevel=2)
+    return catalog.tracks
 
 
 def read_metadata(path: Path) -> list[Track]:
@@ -97,11 +127,20 @@ def read_metadata(path: Path) -> list[Track]:
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise CatalogError(f"{path}: cannot read metadata ({error})") from error
-    required = {"singer_id", "path"}
-    if not rows or not required <= set(rows[0]):
-        raise CatalogError(f"{path}: needs the columns singer_id,track_id,path,lrc_path,split")
+    missing = [column for column in REQUIRED_COLUMNS if not rows or column not in rows[0]]
+    if missing:
+        raise CatalogError(
+            f"{path}: lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)} (required: "
+            f"{', '.join(REQUIRED_COLUMNS)}; optional: {', '.join(OPTIONAL_COLUMNS)})"
+        )
     tracks, seen = [], set()
     for line, row in enumerate(rows, start=2):
+        extra, absent = row.pop(None, []), sum(value is None for value in row.values())  # DictReader's marks
+        if extra or absent:
+            raise CatalogError(
+                f"{path}:{line}: {len(row) - absent + len(extra)} fields, but the header has {len(row)}; every row "
+                "needs one value per column (empty is fine; quote fields that hold commas)"
+            )
         split = (row.get("split") or "").strip()
         if split and split not in SPLITS:
             raise CatalogError(f"{path}:{line}: unknown split '{split}'; use one of {', '.join(SPLITS)} or leave empty")
@@ -137,7 +176,7 @@ def resolve_path(root: Path, written: str) -> Path:
     return current
 
 
-def scan_folder(root: Path) -> list[Track]:
+def scan_folder(root: Path) -> Catalog:
     """Finds audio files under root/<singer>/...; a same-named .lrc beside a file is its lyrics. Singer ids are
     the folder names in Unicode NFC, so 'Sigur Rós' copied from a macOS disk (NFD) is the same singer.
 
@@ -145,18 +184,19 @@ def scan_folder(root: Path) -> list[Track]:
     other disks, and the folders NAS boxes add, such as '@eaDir') are not tracks; audio files directly in `root`
     belong to no singer (a warning names them). A song found in several formats ('Song.flac' and 'Song.mp3' side
     by side) is one track, read from the first of LOSSLESS_FIRST's suffixes present; a warning names the others.
+    Symbolic links to folders are followed (a loop is reported, not followed twice); folders that cannot be read
+    are reported in `Catalog.unreadable`.
     """
-    tracks, duplicates = [], []
+    tracks, duplicates, unreadable = [], [], []
     loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
     if loose:
         _warn_unread(root, loose, "audio files directly in the catalog folder belong to no singer")
     for singer_dir in sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name)):
         singer = unicodedata.normalize("NFC", singer_dir.name)  # one singer, whatever form the file system gave
         found: dict[str, list[Path]] = defaultdict(list)
-        for audio in sorted(p for p in singer_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+        for audio in _audio_files(singer_dir, unreadable):
             relative = audio.relative_to(singer_dir)
-            if not any(_is_hidden(part) for part in relative.parts):
-                found[(Path(singer_dir.name) / relative).with_suffix("").as_posix()].append(audio)
+            found[(Path(singer_dir.name) / relative).with_suffix("").as_posix()].append(audio)
         for track_id, files in found.items():
             audio = min(files, key=_format_preference)
             duplicates += [f for f in files if f != audio]
@@ -164,7 +204,37 @@ def scan_folder(root: Path) -> list[Track]:
     if duplicates:
         names = [str(f.relative_to(root)) for f in duplicates]
         _warn_unread(root, names, "files are another format of a track found already")
-    return tracks
+    return Catalog(tracks, unreadable)
+
+
+def _audio_files(folder: Path, unreadable: list[Unreadable]) -> list[Path]:
+    """The audio files below `folder`, sorted, outside hidden folders; symbolic links to folders are followed
+    once (a loop is reported in `unreadable`, as is a folder that cannot be listed)."""
+    files: list[Path] = []
+    visited: set[tuple[int, int]] = set()
+
+    def failed(error: OSError) -> None:
+        unreadable.append(Unreadable(Path(error.filename or folder), f"cannot list the folder: {error.strerror}"))
+
+    for current, folders, names in os.walk(folder, onerror=failed, followlinks=True):
+        here = Path(current)
+        try:
+            stat = here.stat()
+        except OSError as error:
+            failed(error)
+            folders.clear()
+            continue
+        if (stat.st_dev, stat.st_ino) in visited:
+            unreadable.append(Unreadable(here, "a symbolic link loop back to a folder read already"))
+            folders.clear()
+            continue
+        visited.add((stat.st_dev, stat.st_ino))
+        folders[:] = sorted(name for name in folders if not _is_hidden(name))
+        for name in names:
+            path = here / name
+            if not _is_hidden(name) and path.suffix.lower() in AUDIO_SUFFIXES and path.is_file():
+                files.append(path)
+    return sorted(files)
 
 
 def _warn_unread(root: Path, names: list[str], why: str) -> None:

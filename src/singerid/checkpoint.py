@@ -22,7 +22,7 @@ from torch import nn
 from singerid.config import TrainConfig, config_from_dict
 from singerid.errors import SingerIdError
 from singerid.features import FeatureConfig, FrontendConfig
-from singerid.fileio import atomic_path, record_from_dict
+from singerid.fileio import atomic_path, check_format, record_from_dict
 from singerid.losses import LOSSES
 from singerid.model import MODELS
 
@@ -93,13 +93,9 @@ class Checkpoint:
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any], source: str = "checkpoint") -> Checkpoint:
         """The typed checkpoint of a file's dict (of this or an older version); CheckpointError if it is none."""
-        if not isinstance(payload, Mapping) or payload.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{source}: not a singerid checkpoint")
-        version = payload.get("version")
-        if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-            raise CheckpointError(
-                f"{source}: checkpoint version {version}; this singerid reads up to {CHECKPOINT_VERSION}: upgrade it"
-            )
+        problem = check_format(payload, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "checkpoint", source)
+        if problem:
+            raise CheckpointError(problem)
         try:
             values = {name: payload[name] for name in cls.__dataclass_fields__ if name in payload}
             values["source"] = source

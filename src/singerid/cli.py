@@ -9,6 +9,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,7 @@ def _workers_default() -> int:
 
 
 def add_synth(sub: argparse._SubParsersAction) -> None:
-    from singerid.synth import SynthConfig
+    from singerid.synth import PRESETS, SynthConfig
 
     d = SynthConfig()
     p = sub.add_parser(
@@ -60,7 +61,8 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=d.seconds, help="length of each track")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed and version, same bytes")
     p.add_argument("--format", choices=("mp3", "flac", "wav"), default=d.format, help="audio format")
-    p.add_argument("--sample-rate", type=int, default=d.sample_rate, help="sample rate of the files (stereo)")
+    p.add_argument("--sample-rate", type=int, default=d.sample_rate, help="sample rate of the files")
+    p.add_argument("--channels", type=int, choices=(1, 2), default=d.channels, help="1: mono, 2: stereo")
     p.add_argument("--stems", action="store_true", help="also write each track's vocal stem to stems/ (FLAC)")
     p.add_argument(
         "--difficulty",
@@ -70,26 +72,24 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")
     p.add_argument("--quick", action="store_true", help="a tiny catalog for tests: 6 singers, 5 tracks, 6 s")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="paper: the paper's layout, 5,763 singers (5,057 seen, 706 of them and 706 unseen with test tracks), "
+        "64,690 tracks of 10 s, 16 kHz mono FLAC; options given explicitly override the preset",
+    )
     p.set_defaults(handler=run_synth, resumable=True)
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from singerid.synth import QUICK, SynthConfig, synthesize
+    from singerid.synth import PRESETS, SynthConfig, synthesize
 
-    values = {
-        "singers": args.singers,
-        "tracks": args.tracks,
-        "test_tracks": args.test_tracks,
-        "test_singers": args.test_singers,
-        "seconds": args.seconds,
-        "seed": args.seed,
-        "format": args.format,
-        "sample_rate": args.sample_rate,
-        "stems": args.stems,
-        "difficulty": args.difficulty,
-    }
-    if args.quick:
-        values.update(QUICK)
+    defaults = asdict(SynthConfig())
+    preset = PRESETS["quick" if args.quick else args.preset] if args.quick or args.preset else {}
+    # each option: what the command line says, else the preset's value, else the default
+    values = {name: getattr(args, name) for name in defaults}
+    values.update({name: value for name, value in preset.items() if values[name] == defaults[name]})
     config = SynthConfig(**values)
     start = time.perf_counter()
     metadata = synthesize(config, args.out, workers=args.workers)
@@ -152,6 +152,11 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed for splits of a catalog that has none")
     p.add_argument("--retry-rejects", action="store_true", help="try the tracks that an earlier run rejected again")
+    p.add_argument(
+        "--other-catalog",
+        action="store_true",
+        help="bring a store made from another catalog up to date with this one (changed tracks are prepared again)",
+    )
     p.set_defaults(handler=run_prepare, resumable=True)
 
 
@@ -175,11 +180,23 @@ def run_prepare(args: argparse.Namespace) -> int:
         shard=args.shard or (1, 1),
         seed=args.seed,
         retry_rejects=args.retry_rejects,
+        other_catalog=args.other_catalog,
     )
     print(format_summary(FeatureStore(args.store).summary()))
+    updates = [
+        f"{count} {what}"
+        for count, what in (
+            (result.changed, "prepared again (audio or lyrics changed)"),
+            (result.relabelled, "relabelled (singer or split changed)"),
+            (result.removed, "removed (no longer in the catalog)"),
+            (result.retried, "rejected before and tried again"),
+        )
+        if count
+    ]
     print(
-        f"prepare: {result.processed} tracks processed, {result.skipped} already done, "
-        f"{len(result.header.rejects)} rejected (see {args.store / 'rejects.csv'}); "
+        f"prepare: {result.processed} tracks processed, {result.skipped} already done"
+        + "".join(f", {update}" for update in updates)
+        + f", {len(result.header.rejects)} rejected (see {args.store / 'rejects.csv'}); "
         f"store {args.store} in {result.seconds:.1f} s"
     )
     return 0
@@ -210,6 +227,15 @@ def run_store_merge(args: argparse.Namespace) -> int:
     header = merge_stores(args.out, args.parts)
     print(f"store merge: {len(header.tracks)} tracks from {len(args.parts)} stores into {args.out}")
     return 0
+
+
+def add_device(parser: argparse.ArgumentParser, workers: bool = False) -> None:
+    """--device (and --workers for the front end of many files) of the commands that run the network."""
+    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one, else cpu), cpu, cuda:N")
+    if workers:
+        parser.add_argument(
+            "--workers", type=int, default=_workers_default(), help="processes decoding and preparing files"
+        )
 
 
 def add_overrides(parser: argparse.ArgumentParser, what: str) -> None:
@@ -284,6 +310,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials-per-singer", type=int, default=120, help="one-on-one verification trials per singer")
     p.add_argument("--seed", type=int, default=0, help="seed of the trial lists")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/eval-<store name>)")
+    add_device(p)
     p.set_defaults(handler=run_evaluate, resumable=True)
 
 
@@ -297,7 +324,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         verification_trials_per_singer=args.trials_per_singer,
         seed=args.seed,
     )
-    options = EvaluationOptions(args.checkpoint, args.window_frames, args.hop_frames, not args.no_baselines, protocol)
+    options = EvaluationOptions(
+        args.checkpoint, args.window_frames, args.hop_frames, not args.no_baselines, protocol, args.device
+    )
     report, results = evaluate_run(args.run, args.store, options, args.out)
     print(format_tables(results))
     print(f"evaluate: report {report}, results {report.parent / 'results.json'}")
@@ -356,6 +385,7 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="RUN/best.pt")
     p.add_argument("files", type=Path, nargs="+", help="audio files (a same-named .lrc beside a file gives its lyrics)")
     p.add_argument("--out", type=Path, default=Path("embeddings.npz"), help="npz: one array per file, keyed by path")
+    add_device(p, workers=True)
     p.set_defaults(handler=run_embed)
 
     p = sub.add_parser(
@@ -377,6 +407,7 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--root", type=Path, default=None, help="folder the paths are relative to (default: the list's)")
     p.add_argument("--out", type=Path, default=None, help="write 'score label path1 path2' per line here (tabs)")
+    add_device(p, workers=True)
     p.set_defaults(handler=run_score_trials)
 
     p = sub.add_parser(
@@ -403,6 +434,7 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
         help="for the calibrated threshold: the share of files by an unknown singer that may still match someone "
         "(e.g. 0.01 for a strict service); default: the equal error rate",
     )
+    add_device(p, workers=True)
     p.set_defaults(handler=run_enroll)
 
     library_help = "library folder made by `singerid enroll`"
@@ -410,6 +442,7 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("library", type=Path, help=library_help)
     p.add_argument("files", type=Path, nargs="+", help="audio files (a same-named .lrc beside a file gives its lyrics)")
     p.add_argument("--top-k", type=int, default=5, help="how many candidate singers to list per file")
+    add_device(p, workers=True)
     p.set_defaults(handler=run_identify)
 
     p = sub.add_parser(
@@ -419,6 +452,7 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", type=Path, help="audio file to verify")
     p.add_argument("--singer", required=True, help="the claimed singer id, as enrolled")
     p.add_argument("--threshold", type=float, default=None, help="accept at or above (default: the library's)")
+    add_device(p)
     p.set_defaults(handler=run_verify)
 
     p = sub.add_parser("similar", help="singers whose voices are closest to a singer's", formatter_class=fmt)
@@ -433,42 +467,62 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("library", type=Path, help=f"{library_help}; saved with what /enroll adds when the service stops")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback unless a proxy guards it)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
-    p.set_defaults(handler=run_serve)
+    p.add_argument(
+        "--token",
+        default=os.environ.get("SINGERID_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' on every request but /health (default: $SINGERID_TOKEN)",
+    )
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload accepted (413 above)")
+    p.add_argument("--max-decodes", type=int, default=2, help="uploads decoded and embedded at the same time")
+    add_device(p)
+    p.set_defaults(handler=run_serve, stops_on_sigterm=True)
 
 
-def embed_files(encoder: SingerEncoder, paths: Sequence[Path], command: str) -> dict[Path, np.ndarray]:
-    """Embeddings of the files that can be used; each one that cannot is named on stderr with the reason."""
+def embed_files(
+    encoder: SingerEncoder, paths: Sequence[Path], command: str, workers: int = 1
+) -> dict[Path, np.ndarray]:
+    """Segment embeddings (n, D) of the files that can be used; each one that cannot is named on stderr."""
     from singerid.audio import AudioError
 
     embeddings = {}
-    for path in paths:
-        try:
-            embeddings[path] = encoder.embed_file(path)
-        except AudioError as error:
-            print(f"{command}: skipped {error}", file=sys.stderr)
+    for path, outcome in encoder.embed_files(paths, workers=workers, progress=len(paths) > 1):
+        if isinstance(outcome, AudioError):
+            print(f"{command}: skipped {outcome}", file=sys.stderr)
+        else:
+            embeddings[path] = outcome
     return embeddings
+
+
+def batch_status(done: int, asked: int) -> int:
+    """Exit status of a batch command: 0 when every input was used, 1 when some were skipped, 2 when none."""
+    return 0 if done == asked else 1 if done else 2
 
 
 def run_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from singerid.encoder import SingerEncoder
+    from singerid.encoder import SingerEncoder, mean_embedding
+    from singerid.fileio import atomic_path
 
-    encoder = SingerEncoder.load(args.checkpoint)
-    embeddings = embed_files(encoder, args.files, "embed")
-    np.savez(args.out, **{str(path): embedding for path, embedding in embeddings.items()})
+    encoder = SingerEncoder.load(args.checkpoint, args.device)
+    embeddings = embed_files(encoder, args.files, "embed", args.workers)
     skipped = len(args.files) - len(embeddings)
+    if not embeddings:  # an existing --out is left as it was
+        print(f"embed: no file could be embedded; {args.out} not written", file=sys.stderr)
+        return 2
+    with atomic_path(args.out) as temporary:
+        np.savez(temporary, **{str(path): mean_embedding(segments) for path, segments in embeddings.items()})
     print(
         f"embed: {len(embeddings)} embeddings of {encoder.embedding_dim} dimensions written to {args.out}"
         + (f"; {skipped} files skipped" if skipped else "")
     )
-    return 0 if embeddings else 2
+    return batch_status(len(embeddings), len(args.files))
 
 
 def run_export(args: argparse.Namespace) -> int:
     from singerid.encoder import SingerEncoder, export_model
 
-    path = export_model(SingerEncoder.load(args.checkpoint), args.out)
+    path = export_model(SingerEncoder.load(args.checkpoint, "cpu"), args.out)
     print(f"export: {path} (torch.export program: (batch, frames, n_mels) log-mel -> (batch, D))")
     return 0
 
@@ -476,50 +530,50 @@ def run_export(args: argparse.Namespace) -> int:
 def run_score_trials(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from singerid.encoder import SingerEncoder
+    from singerid.encoder import SingerEncoder, mean_embedding
+    from singerid.fileio import write_atomically
     from singerid.metrics import verification_result
     from singerid.protocols import read_trial_list
 
     root = args.root or args.trials.parent
     trials = read_trial_list(args.trials)
-    encoder = SingerEncoder.load(args.checkpoint)
+    encoder = SingerEncoder.load(args.checkpoint, args.device)
     paths = sorted({p for _, a, b in trials for p in (a, b)})
-    embedded = embed_files(encoder, [root / p for p in paths], "score-trials")
-    cache = {p: embedded[root / p] for p in paths if root / p in embedded}
+    embedded = embed_files(encoder, [root / p for p in paths], "score-trials", args.workers)
+    cache = {p: mean_embedding(embedded[root / p]) for p in paths if root / p in embedded}
     usable = [(label, a, b) for label, a, b in trials if a in cache and b in cache]
     if len(usable) < len(trials):
         print(f"score-trials: {len(trials) - len(usable)} trials left out (a file could not be used)", file=sys.stderr)
-    trials = usable
+    asked, trials = len(trials), usable
     scores = np.array([float(cache[a] @ cache[b]) for _, a, b in trials])
     labels = np.array([label for label, _, _ in trials])
     if args.out:  # tab-separated, so paths with spaces read back
         lines = "".join(f"{s:.6f}\t{l}\t{a}\t{b}\n" for s, (l, a, b) in zip(scores, trials))
-        args.out.write_text(lines, encoding="utf-8")
+        write_atomically(args.out, lines)
     result = verification_result(scores, labels)
     print(
         f"score-trials: {result.trials} trials ({result.targets} target): EER {100 * result.eer:.2f} %, "
         f"minDCF(0.01) {result.min_dcf_01:.3f}, minDCF(0.05) {result.min_dcf_05:.3f}"
     )
-    return 0
+    return batch_status(len(trials), asked)
 
 
-def open_library(path: Path):  # noqa: ANN201 - the library class lives in an optional extra
+def open_library(path: Path, device: str = "auto"):  # noqa: ANN201 - the library class lives in an optional extra
     from singerid.encoder import SingerEncoder
     from singerid.library import SingerLibrary
 
     library = SingerLibrary.open(path)
-    return library, SingerEncoder.load(library.model_info["checkpoint"])
+    return library, SingerEncoder.load(library.model_info["checkpoint"], device)
 
 
 def run_enroll(args: argparse.Namespace) -> int:
     import numpy as np
-    from tqdm import tqdm
 
     from singerid.audio import AudioError
     from singerid.encoder import SingerEncoder
     from singerid.library import LibraryError, SingerLibrary, track_scores
 
-    encoder = SingerEncoder.load(args.checkpoint)
+    encoder = SingerEncoder.load(args.checkpoint, args.device)
     splits = set(filter(None, args.splits.split(",")))
     tracks: dict[str, list[np.ndarray]] = {}  # per singer, the segment embeddings of each track
     skipped: list[str] = []
@@ -527,20 +581,20 @@ def run_enroll(args: argparse.Namespace) -> int:
         from singerid.store import FeatureStore
 
         store = FeatureStore(args.store)
-        for i, t in enumerate(store.tracks):
-            if not splits or t.split in splits:
-                tracks.setdefault(t.singer_id, []).append(encoder.embed_frames(store.frames(i)))
+        chosen = [i for i, t in enumerate(store.tracks) if not splits or t.split in splits]
+        for i, segments in encoder.embed_many(chosen, store.frames):
+            tracks.setdefault(store.tracks[i].singer_id, []).append(segments)
     else:
         from singerid.catalog import read_catalog
 
-        chosen = [t for t in read_catalog(args.catalog) if not splits or t.split in splits]
-        for t in tqdm(chosen, desc="enroll", unit="track", leave=False):
-            try:
-                frames = encoder.frontend.file_frames(t.audio_path, t.lrc_path).frames
-            except AudioError as error:
-                skipped.append(str(error))
-                continue
-            tracks.setdefault(t.singer_id, []).append(encoder.embed_frames(frames))
+        chosen_tracks = [t for t in read_catalog(args.catalog) if not splits or t.split in splits]
+        singer_of = {t.audio_path: t.singer_id for t in chosen_tracks}
+        outcomes = encoder.embed_files(list(singer_of), workers=args.workers, progress=True)
+        for path, outcome in outcomes:
+            if isinstance(outcome, AudioError):
+                skipped.append(str(outcome))
+            else:
+                tracks.setdefault(singer_of[path], []).append(outcome)
     if (args.library / "library.json").exists():
         library = SingerLibrary.open(args.library)
         made_with = library.model_info.get("checkpoint")
@@ -580,19 +634,21 @@ def run_enroll(args: argparse.Namespace) -> int:
 
 
 def run_identify(args: argparse.Namespace) -> int:
-    library, encoder = open_library(args.library)
-    embeddings = embed_files(encoder, args.files, "identify")
-    for path, embedding in embeddings.items():
-        matches = library.identify(embedding, top_k=args.top_k, open_set=False)
+    from singerid.encoder import mean_embedding
+
+    library, encoder = open_library(args.library, args.device)
+    embeddings = embed_files(encoder, args.files, "identify", args.workers)
+    for path, segments in embeddings.items():
+        matches = library.identify(mean_embedding(segments), top_k=args.top_k, open_set=False)
         candidates = ", ".join(f"{m.singer_id} ({m.score:.3f})" for m in matches)
         if library.threshold is not None and (not matches or matches[0].score < library.threshold):
             candidates = f"unknown singer (below the threshold {library.threshold:.3f}); closest: {candidates}"
         print(f"{path}: {candidates}")
-    return 0 if embeddings else 2
+    return batch_status(len(embeddings), len(args.files))
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    library, encoder = open_library(args.library)
+    library, encoder = open_library(args.library, args.device)
     result = library.verify(args.singer, encoder.embed_file(args.file), threshold=args.threshold)
     verdict = "accepted" if result.accepted else "rejected"
     print(f"{args.file}: {verdict} as {result.singer_id} (score {result.score:.3f}, threshold {result.threshold:.3f})")
@@ -609,14 +665,30 @@ def run_similar(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from singerid.serve import ServeError, make_server
+    import logging
 
-    library, encoder = open_library(args.library)
+    from singerid.serve import ServeError, exposure_warning, make_server
+
+    warning = exposure_warning(args.host, args.token)
+    if warning:
+        print(f"singerid: warning: {warning}", file=sys.stderr)
+    library, encoder = open_library(args.library, args.device)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     try:
-        server = make_server(library, encoder.embed_wave, args.host, args.port)
+        server = make_server(
+            library,
+            encoder.embed_wave,
+            args.host,
+            args.port,
+            max_bytes=int(args.max_upload_mb * 2**20),
+            max_decodes=args.max_decodes,
+            token=args.token,
+        )
     except OSError as error:
         raise ServeError(f"cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
-    print(f"serve: {len(library)} singers on http://{args.host}:{server.server_address[1]} (Ctrl-C stops)")
+    except ValueError as error:
+        raise ServeError(f"serve: {error}") from None
+    print(f"serve: {len(library)} singers on http://{args.host}:{server.server_address[1]} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     finally:
@@ -652,7 +724,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    add_quiet(sub)
     return parser
+
+
+def add_quiet(sub: argparse._SubParsersAction) -> None:
+    """--quiet on every command: no progress bars (summaries and errors are still printed)."""
+    for command in sub.choices.values():
+        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            add_quiet(nested[0])
+        else:
+            command.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 COMMANDS = [
@@ -674,6 +757,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     handler: Handler = args.handler
+    from singerid.progress import set_quiet
+
+    set_quiet(getattr(args, "quiet", False))
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a command as Ctrl-C does: its workers stop too
     warnings.formatwarning = _one_line_warning
     try:
@@ -681,7 +767,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SingerIdError as error:  # the input's fault: one line naming it; anything else is a bug: a traceback
         print(f"singerid: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, Terminated) and getattr(args, "stops_on_sigterm", False):
+            return 0  # the normal way to stop a service: not a failure to its manager
         resume = (
             "; finished work is kept, rerun the same command to resume" if getattr(args, "resumable", False) else ""
         )
@@ -693,5 +781,9 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *args: ob
     return f"singerid: warning: {message}\n"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: a service manager (or `kill`) asks the command to stop."""
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Terminated

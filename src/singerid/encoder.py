@@ -12,18 +12,27 @@ the training code.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import soxr
 import torch
 from torch import nn
 
+from singerid.audio import AudioError
 from singerid.catalog import lyrics_beside
 from singerid.checkpoint import Checkpoint, load_checkpoint, weights_digest
+from singerid.errors import SingerIdError
 from singerid.features import SEGMENT_FRAMES, FeatureConfig, FrontendConfig
 from singerid.fileio import atomic_path
 from singerid.frontend import TrackFrontend
+from singerid.parallel import map_in_processes
+from singerid.progress import progress_bar
+
+Item = TypeVar("Item")
 
 
 def window_starts(frames: int, window: int, hop: int) -> list[int]:
@@ -51,7 +60,7 @@ class SingerEncoder:
         model: nn.Module,
         features: FeatureConfig,
         frontend: FrontendConfig,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         *,
         window_frames: int = SEGMENT_FRAMES,
         metric: str = "cosine",
@@ -60,6 +69,7 @@ class SingerEncoder:
     ) -> None:
         if window_frames < 32:
             raise ValueError(f"window_frames must be at least 32, got {window_frames}")
+        device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(device).eval()
         self.features = features
         self.frontend_config = frontend
@@ -72,14 +82,14 @@ class SingerEncoder:
 
     @classmethod
     def load(
-        cls, checkpoint: str | Path, device: str | torch.device = "cpu", *, window_frames: int = SEGMENT_FRAMES
+        cls, checkpoint: str | Path, device: str | torch.device = "auto", *, window_frames: int = SEGMENT_FRAMES
     ) -> SingerEncoder:
         """The encoder of a checkpoint file (RUN/best.pt)."""
         return cls.from_checkpoint(load_checkpoint(checkpoint), device, window_frames=window_frames)
 
     @classmethod
     def from_checkpoint(
-        cls, checkpoint: Checkpoint, device: str | torch.device = "cpu", *, window_frames: int = SEGMENT_FRAMES
+        cls, checkpoint: Checkpoint, device: str | torch.device = "auto", *, window_frames: int = SEGMENT_FRAMES
     ) -> SingerEncoder:
         return cls(
             checkpoint.build_model(),
@@ -103,17 +113,69 @@ class SingerEncoder:
         return self._frontend
 
     @torch.no_grad()
+    def _forward(self, batch: np.ndarray, normalize: bool) -> np.ndarray:
+        output = self.model(torch.from_numpy(batch).to(self.device)).float()
+        return (nn.functional.normalize(output, dim=1) if normalize else output).cpu().numpy()
+
     def embed_frames(
         self, frames: np.ndarray, hop_frames: int | None = None, *, batch_size: int = 64, normalize: bool = True
     ) -> np.ndarray:
         """Embeddings of the windows over log-mel frames (n, n_mels): (n_windows, D) float32, unit norm unless
         `normalize` is False (the raw outputs, which a squared-Euclidean metric compares)."""
         batch = windows(np.asarray(frames), self.window_frames, hop_frames or self.window_frames)
-        outputs = []
-        for i in range(0, len(batch), batch_size):
-            chunk = self.model(torch.from_numpy(batch[i : i + batch_size]).to(self.device)).float()
-            outputs.append((nn.functional.normalize(chunk, dim=1) if normalize else chunk).cpu().numpy())
-        return np.concatenate(outputs)
+        return np.concatenate(
+            [self._forward(batch[i : i + batch_size], normalize) for i in range(0, len(batch), batch_size)]
+        )
+
+    def embed_many(
+        self, frame_sets: Iterable[Item], frames_of: Callable[[Item], np.ndarray | None], *, batch_size: int = 64
+    ) -> Iterator[tuple[Item, np.ndarray | None]]:
+        """Unit-norm window embeddings (n_windows, D) of many tracks, in their order, with the windows of several
+        tracks in one forward pass (what keeps a GPU busy); an item whose `frames_of` is None passes through as None."""
+        pending: list[tuple[Item, np.ndarray | None]] = []
+        waiting = 0
+        for item in frame_sets:
+            frames = frames_of(item)
+            batch = None if frames is None else windows(np.asarray(frames), self.window_frames, self.window_frames)
+            pending.append((item, batch))
+            waiting += 0 if batch is None else len(batch)
+            if waiting >= batch_size:
+                yield from self._flush(pending, batch_size)
+                pending, waiting = [], 0
+        yield from self._flush(pending, batch_size)
+
+    def _flush(
+        self, pending: list[tuple[Item, np.ndarray | None]], batch_size: int
+    ) -> Iterator[tuple[Item, np.ndarray | None]]:
+        ready = [batch for _, batch in pending if batch is not None]
+        if ready:
+            stacked = np.concatenate(ready)
+            embedded = np.concatenate(
+                [self._forward(stacked[i : i + batch_size], True) for i in range(0, len(stacked), batch_size)]
+            )
+        offset = 0
+        for item, batch in pending:
+            if batch is None:
+                yield item, None
+            else:
+                yield item, embedded[offset : offset + len(batch)]
+                offset += len(batch)
+
+    def embed_files(
+        self, paths: Sequence[str | Path], *, workers: int = 1, batch_size: int = 64, progress: bool = False
+    ) -> Iterator[tuple[Path, np.ndarray | AudioError]]:
+        """Unit-norm window embeddings (n_windows, D) of each file, in order, or the AudioError that says why a file
+        cannot be used; the front end runs in `workers` processes, the network on batches across files. Lyrics: a
+        same-named .lrc beside each file."""
+        jobs = [(Path(p), lyrics_beside(Path(p))) for p in paths]
+        config = (self.frontend_config, self.features)
+        bar = progress_bar(total=len(jobs), desc="embed", unit="file", disable=not progress)
+        with closing(map_in_processes(_file_frames, jobs, workers, _init_frontend, config)) as results:
+            framed = zip((path for path, _ in jobs), results)
+            for (path, outcome), embedded in self.embed_many(framed, _frames_or_none, batch_size=batch_size):
+                bar.update()
+                yield path, outcome if embedded is None else embedded
+        bar.close()
 
     def embed_wave(self, wave: np.ndarray, sample_rate: int, lrc: str | Path | None = None) -> np.ndarray:
         """The embedding (D,) of a mono signal at any rate, over its vocal regions (LRC phrases or detector)."""
@@ -130,6 +192,44 @@ class SingerEncoder:
             lrc = lyrics_beside(path)
         frames = self.frontend.file_frames(path, Path(lrc) if lrc else None).frames
         return mean_embedding(self.embed_frames(frames))
+
+
+_FRONTEND: TrackFrontend | None = None
+
+
+def _init_frontend(frontend: FrontendConfig, features: FeatureConfig) -> None:
+    global _FRONTEND
+    _FRONTEND = TrackFrontend(frontend, features)
+
+
+def _file_frames(job: tuple[Path, Path | None]) -> np.ndarray | AudioError:
+    """A file's log-mel frames, or the AudioError that says why there are none (returned: a batch goes on)."""
+    assert _FRONTEND is not None
+    try:
+        return _FRONTEND.file_frames(*job).frames
+    except AudioError as error:
+        return error
+
+
+def _frames_or_none(item: tuple[Path, np.ndarray | AudioError]) -> np.ndarray | None:
+    return None if isinstance(item[1], AudioError) else item[1]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto`: the first CUDA GPU when there is one, else the CPU; otherwise any torch device name (cpu, cuda:1)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise EncoderError(f"unknown device '{name}' ({error}); use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderError(f"device '{name}': this machine has no CUDA GPU that PyTorch can use; use cpu or auto")
+    return device
+
+
+class EncoderError(SingerIdError):
+    """An encoder setting that cannot be used (a device this machine lacks, ...)."""
 
 
 def mean_embedding(segments: np.ndarray) -> np.ndarray:

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from scipy.fft import dct
-from tqdm import tqdm
 
 from singerid.checkpoint import (
     Checkpoint,
@@ -35,6 +34,7 @@ from singerid.encoder import SingerEncoder, windows
 from singerid.features import SEGMENT_FRAMES, FeatureConfig, FrontendConfig
 from singerid.fileio import atomic_path
 from singerid.losses import LOSSES
+from singerid.progress import progress_bar
 from singerid.protocols import ProtocolConfig, TrackEmbeddings, Trials, evaluate, load_trials, make_trials, save_trials
 from singerid.report import write_report
 from singerid.results import SystemInfo, SystemResult
@@ -81,14 +81,19 @@ class MfccStatistics:
 
 
 def untrained_encoder(
-    config: TrainConfig, features: FeatureConfig, frontend: FrontendConfig, window_frames: int, seed: int = 0
+    config: TrainConfig,
+    features: FeatureConfig,
+    frontend: FrontendConfig,
+    window_frames: int,
+    device: str = "auto",
+    seed: int = 0,
 ) -> SingerEncoder:
     """The same network as a run, randomly initialised: the floor that training must rise above."""
     torch.manual_seed(seed)
     model = build_model(config, features.n_mels)
     metric = LOSSES.get(config.loss.name).metric
     key = f"untrained-{weights_digest(model.state_dict())}"
-    return SingerEncoder(model, features, frontend, window_frames=window_frames, metric=metric, cache_key=key)
+    return SingerEncoder(model, features, frontend, device, window_frames=window_frames, metric=metric, cache_key=key)
 
 
 def test_embeddings(
@@ -106,7 +111,7 @@ def test_embeddings(
         if set(data.files) == {t.track_id for _, t in tracks}:
             return [TrackEmbeddings(t.singer_id, t.track_id, t.split, data[t.track_id]) for _, t in tracks]
     result = []
-    for i, t in tqdm(tracks, desc=f"embed {name}".strip(), unit="track", disable=not progress, leave=False):
+    for i, t in progress_bar(tracks, desc=f"embed {name}".strip(), unit="track", disable=not progress, leave=False):
         segments = embedder.embed_frames(store.frames(i), hop_frames, normalize=False)
         result.append(TrackEmbeddings(t.singer_id, t.track_id, t.split, segments))
     if cache is not None:
@@ -115,10 +120,12 @@ def test_embeddings(
     return result
 
 
-def baseline_systems(config: TrainConfig, store: FeatureStore, window_frames: int) -> list[tuple[SystemInfo, Embedder]]:
+def baseline_systems(
+    config: TrainConfig, store: FeatureStore, window_frames: int, device: str = "auto"
+) -> list[tuple[SystemInfo, Embedder]]:
     """The untrained network of `config` and the MFCC-statistics baseline, named for the tables."""
     separation = store.header.frontend.separation
-    untrained = untrained_encoder(config, store.features, store.header.frontend, window_frames)
+    untrained = untrained_encoder(config, store.features, store.header.frontend, window_frames, device)
     return [
         (SystemInfo("untrained", "-", "-", separation, "untrained", untrained.metric), untrained),
         (SystemInfo("mfcc-stats", "-", "-", separation, "mfcc"), MfccStatistics(store, window_frames)),
@@ -139,6 +146,7 @@ class EvaluationOptions:
     hop_frames: int = 0  # hop between test windows; 0: the window length (no overlap)
     baselines: bool = True  # also score the untrained network and the MFCC-statistics baseline
     protocol: ProtocolConfig = ProtocolConfig()
+    device: str = "auto"  # where the networks run: auto (a CUDA GPU when there is one), cpu, cuda:N
 
 
 def evaluate_systems(
@@ -228,13 +236,13 @@ def evaluate_run(
     store = FeatureStore(store_path)
     checkpoint = load_checkpoint(run / f"{options.checkpoint}.pt")
     check_compatible(checkpoint, store, str(run))
-    encoder = SingerEncoder.from_checkpoint(checkpoint, window_frames=options.window_frames)
+    encoder = SingerEncoder.from_checkpoint(checkpoint, options.device, window_frames=options.window_frames)
     separation = store.header.frontend.separation
     out = out or run / f"eval-{store_path.name}"
     info = system_info(run.name, checkpoint.config, separation, encoder.metric)
     systems: list[tuple[SystemInfo, Embedder]] = [(info, encoder)]
     if options.baselines:
-        systems += baseline_systems(checkpoint.config, store, options.window_frames)
+        systems += baseline_systems(checkpoint.config, store, options.window_frames, options.device)
     results, maps = evaluate_systems(systems, store, out, options, progress)
     report = write_report(
         results,

@@ -97,10 +97,10 @@ def run_experiment(
         for cell in here:
             checkpoint = load_checkpoint(cell.run / f"{options.checkpoint}.pt")
             check_compatible(checkpoint, store, str(cell.run))
-            encoder = SingerEncoder.from_checkpoint(checkpoint, window_frames=options.window_frames)
+            encoder = SingerEncoder.from_checkpoint(checkpoint, options.device, window_frames=options.window_frames)
             systems.append((system_info(cell.name, cell.config, separation, encoder.metric), encoder))
         if options.baselines and here:
-            systems += baseline_systems(here[0].config, store, options.window_frames)
+            systems += baseline_systems(here[0].config, store, options.window_frames, options.device)
         log(f"experiment: evaluating {len(systems)} systems on the {separation} store")
         found, embeddings = evaluate_systems(systems, store, out / "eval" / separation, options, progress)
         results += found

@@ -72,3 +72,13 @@ def record_from_dict(cls: type[Record], data: Mapping[str, Any], source: str) ->
     if missing:
         raise ValueError(f"{source}: {cls.__name__} lacks {', '.join(missing)}")
     return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def check_format(record: Any, kind: str, version: int, what: str, source: str) -> str | None:
+    """Why `record` is not a `kind` file that this singerid reads (any version up to `version`), or None."""
+    if not isinstance(record, Mapping) or record.get("format") != kind:
+        return f"{source}: not a singerid {what}"
+    found = record.get("version")
+    if not isinstance(found, int) or found > version:
+        return f"{source}: {what} version {found!r}; this singerid reads up to {version}: upgrade it"
+    return None

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from singerid.errors import SingerIdError
-from singerid.fileio import record_from_dict, write_atomically
+from singerid.fileio import check_format, record_from_dict, write_atomically
 
 RESULTS_FORMAT = "singerid-results"
 RESULTS_VERSION = 1
@@ -149,11 +149,9 @@ def load_results(path: str | Path) -> list[SystemResult]:
         raise ResultsError(f"{path}: not valid JSON ({error})") from error
     except OSError as error:
         raise ResultsError(f"{path}: cannot read results ({error})") from error
-    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
-        raise ResultsError(f"{path}: not a singerid results file (format is not {RESULTS_FORMAT!r})")
-    version = data.get("version")
-    if not isinstance(version, int) or version > RESULTS_VERSION:
-        raise ResultsError(f"{path}: results version {version!r}; this singerid reads up to {RESULTS_VERSION}")
+    problem = check_format(data, RESULTS_FORMAT, RESULTS_VERSION, "results file", str(path))
+    if problem:
+        raise ResultsError(problem)
     systems = data.get("systems")
     if not isinstance(systems, list):
         raise ResultsError(f"{path}: 'systems' must be a list")

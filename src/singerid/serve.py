@@ -3,7 +3,7 @@
 Endpoints (every response is JSON; errors are ``{"error": "..."}`` and never a traceback):
 
 =============================  ===========================================================================
-``GET  /health``               ``{"status": "ok", "singers": n, "dim": d}``
+``GET  /health``               ``{"status": "ok", "singers": n, "dim": d}``; never needs the token
 ``POST /identify?top_k=5``     body: an audio file (any format FFmpeg reads) ->
                                ``{"matches": [{"singer_id", "score"}, ...], "unknown": bool}``; ``unknown``
                                when the best score is below the library's threshold (the closest candidates
@@ -12,23 +12,41 @@ Endpoints (every response is JSON; errors are ``{"error": "..."}`` and never a t
 ``GET  /similar?singer_id=X``  ``&top_k=5`` -> ``{"matches": [...]}``
 ``POST /enroll?singer_id=X``   body: audio -> ``{"enrolled": X, "singers": n}``; enrolls (or re-enrolls) the
                                singer from the clip's embedding (``singerid serve`` saves the library when
-                               it stops, on Ctrl-C or SIGTERM).
+                               it stops, on Ctrl-C or SIGTERM). Ids are any Unicode text except empty or
+                               blank ones, ones over 200 characters, and ones with control characters or
+                               path separators (see ``check_singer_id``).
 =============================  ===========================================================================
 
-Status codes: 400 bad audio, parameters or body; 404 unknown singer or path; 405 wrong method; 411 no
-Content-Length; 413 body over ``max_bytes``; 500 anything unexpected (logged with its traceback on the server).
-Uploads are written to a temporary file and decoded by ``singerid.audio.load_audio`` at 16 kHz; the caller's
-``embed(wave, sample_rate)`` turns the wave into one embedding. Bind to loopback unless a proxy guards the port.
+Uploads: the audio is either the raw body (``curl --data-binary @song.wav``) or a ``multipart/form-data`` form
+(``curl -F file=@song.wav``, what browsers send): the part named ``file``, else the first part with a filename.
+The body streams to a temporary file (never whole in memory); at most ``max_decodes`` uploads (default 2) are
+decoded by ``singerid.audio.load_audio`` at 16 kHz and embedded by the caller's ``embed(wave, sample_rate)`` at
+once, the others wait their turn. A form is parsed in memory, a few times its size, inside that limit.
+
+Token: with ``make_server(..., token=T)`` every request but ``GET /health`` needs ``Authorization: Bearer T``.
+Bind to loopback unless a token or a proxy guards the port (``exposure_warning`` says when neither does).
+
+Status codes: 400 bad audio, parameters, singer id or body; 401 no or wrong token; 404 unknown singer or path;
+405 wrong method; 408 the upload stalled for ``read_timeout`` seconds (default 30; the connection is then
+closed); 411 no Content-Length; 413 body over ``max_bytes`` (default 50 MiB); 500 anything unexpected (logged
+with its traceback on the server). Each request is logged at INFO on ``singerid.serve.access`` (client, request
+line, status, response bytes, milliseconds); faults on ``singerid.serve``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.policy
+import hmac
+import ipaddress
 import json
 import logging
 import tempfile
 import threading
+import time
+import unicodedata
 from collections.abc import Callable
+from email.feedparser import BytesFeedParser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,17 +64,29 @@ if TYPE_CHECKING:
 SAMPLE_RATE = 16000
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_TOP_K = 1000
+MAX_SINGER_ID_CHARS = 200
+READ_TIMEOUT_SECONDS = 30.0
+MAX_DECODES = 2
+CHUNK_BYTES = 64 * 1024
+# The email parser keeps one object per line: a form with over one line break per this many bytes on average is
+# refused rather than parsed (uploads of random bytes have one per 128).
+MULTIPART_BYTES_PER_LINE_BREAK = 32
 # After refusing an upload, read and drop up to this much of it, so the client sees the answer, not a reset.
 DRAIN_BYTES = 1024 * 1024
 DRAIN_SECONDS = 2.0
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger(f"{__name__}.access")
 
 Embed = Callable[[np.ndarray, int], np.ndarray]
 
 
 class ServeError(SingerIdError):
-    """The service cannot start (e.g. its port is taken); the message says why."""
+    """The service cannot start (e.g. its port is taken, or its token is unusable); the message says why."""
+
+
+class SingerIdRefusedError(SingerIdError, ValueError):
+    """A singer id the service does not enroll; the message says what is wrong with it."""
 
 
 class RequestError(Exception):
@@ -70,15 +100,28 @@ class RequestError(Exception):
 
 
 class SingerServer(ThreadingHTTPServer):
-    """A threaded HTTP server holding the library, the embedding function and the upload limit."""
+    """A threaded HTTP server holding the library, the embedding function and the request limits."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], library: SingerLibrary, embed: Embed, max_bytes: int) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        library: SingerLibrary,
+        embed: Embed,
+        *,
+        max_bytes: int,
+        read_timeout: float,
+        max_decodes: int,
+        token: str | None,
+    ) -> None:
         super().__init__(address, _Handler)
         self.library = library
         self.embed = embed
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
+        self.token = token
+        self.decode_slots = threading.BoundedSemaphore(max_decodes)
         # Enrolment and the singer count it reports happen together (the library also locks its own state).
         self.enroll_lock = threading.Lock()
 
@@ -90,11 +133,69 @@ def make_server(
     port: int = 8000,
     *,
     max_bytes: int = MAX_UPLOAD_BYTES,
+    read_timeout: float = READ_TIMEOUT_SECONDS,
+    max_decodes: int = MAX_DECODES,
+    token: str | None = None,
 ) -> SingerServer:
-    """A server bound to ``host:port`` (port 0 picks a free one: see ``server_address``); call serve_forever()."""
+    """A server bound to ``host:port`` (port 0 picks a free one: see ``server_address``); call serve_forever().
+
+    ``read_timeout``: seconds a connection may stay silent; ``max_decodes``: uploads decoded and embedded at once;
+    ``token``: when given, every request but ``GET /health`` must send ``Authorization: Bearer <token>``.
+    """
     if max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-    return SingerServer((host, port), library, embed, max_bytes)
+    if read_timeout <= 0:
+        raise ValueError(f"read_timeout must be positive, got {read_timeout}")
+    if max_decodes < 1:
+        raise ValueError(f"max_decodes must be at least 1, got {max_decodes}")
+    if token is not None and (not token or " " in token or not token.isprintable()):
+        raise ServeError("the token must be non-empty, without spaces or control characters (it goes in a header)")
+    return SingerServer(
+        (host, port),
+        library,
+        embed,
+        max_bytes=max_bytes,
+        read_timeout=read_timeout,
+        max_decodes=max_decodes,
+        token=token,
+    )
+
+
+def check_singer_id(singer_id: str) -> str:
+    """``singer_id`` if the service may enroll it; SingerIdRefusedError saying why not otherwise."""
+    if not singer_id.strip():
+        raise SingerIdRefusedError("singer_id is empty or only whitespace")
+    if len(singer_id) > MAX_SINGER_ID_CHARS:
+        raise SingerIdRefusedError(
+            f"singer_id is {len(singer_id)} characters long; at most {MAX_SINGER_ID_CHARS} are allowed"
+        )
+    for character in singer_id:
+        if unicodedata.category(character) in ("Cc", "Zl", "Zp"):
+            raise SingerIdRefusedError(
+                f"singer_id {singer_id!r} contains the control or line-break character U+{ord(character):04X}"
+            )
+        if character in "/\\":
+            raise SingerIdRefusedError(f"singer_id {singer_id!r} contains the path separator {character!r}")
+    return singer_id
+
+
+def exposure_warning(host: str, token: str | None) -> str | None:
+    """A one-line warning when ``host`` is reachable from other machines and no token guards it, else None."""
+    if token or _is_loopback(host):
+        return None
+    return (
+        f"serving on {host or 'every interface'} without a token: anyone who can reach this port can identify, "
+        "verify and enroll (or overwrite) singers; pass --token, or bind to 127.0.0.1"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost, or "" (every interface)
+        return False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -107,10 +208,39 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    # -- plumbing --------------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # the base class puts it on the connection
+        super().setup()
+
+    def handle_one_request(self) -> None:
+        """Handle the request, then write its access line (once the response is out, to time all of it)."""
+        started = time.perf_counter()
+        self.status: int | None = None
+        self.sent_bytes = 0
+        super().handle_one_request()
+        if self.status is not None:  # None: the client sent no request, or stalled before its end
+            access_logger.info(
+                '%s "%s" %d %d %.1fms',
+                self.address_string(),
+                self.requestline.encode("unicode_escape").decode("ascii"),
+                self.status,
+                self.sent_bytes,
+                1000 * (time.perf_counter() - started),
+            )
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Note the status for the access line (see handle_one_request)."""
+        self.status = int(code)
+
     def log_message(self, format: str, *args: Any) -> None:
         logger.info("%s %s", self.address_string(), format % args)
 
-    # -- plumbing --------------------------------------------------------------------------------------------
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The base class's refusals (a malformed request, an unsupported method) as JSON, like the others."""
+        self.close_connection = True
+        self._send(HTTPStatus(code), {"error": message or HTTPStatus(code).phrase})
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
@@ -118,6 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.body_read = False
         routes = _ROUTES.get(url.path)
         try:
+            if (method, url.path) != ("GET", "/health"):
+                self._authorize()
             if routes is None:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"no such endpoint: {url.path}")
             if method not in routes:
@@ -148,13 +280,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            logger.info("%s went away before the response was sent", self.address_string())
+            self.sent_bytes = len(body)
+        except OSError as error:  # gone away, or not reading (a timeout)
+            logger.info("%s: the %d response could not be sent (%s)", self.address_string(), status, error)
 
     def _drain_body(self) -> None:
         """Drop a small unread body: closing a socket with unread data resets it, losing the response."""
         length_text = self.headers.get("Content-Length", "0").strip()
-        remaining = min(int(length_text), DRAIN_BYTES) if length_text.isdigit() else 0
+        remaining = min(int(length_text), DRAIN_BYTES) if length_text.isdecimal() else 0
         self.connection.settimeout(DRAIN_SECONDS)
         with contextlib.suppress(OSError):  # a timeout or a reset: the client gets what it gets
             while remaining > 0:
@@ -162,6 +295,22 @@ class _Handler(BaseHTTPRequestHandler):
                 if not chunk:
                     break
                 remaining -= len(chunk)
+
+    def _authorize(self) -> None:
+        """Refuse (401) a request without the server's bearer token, when it has one."""
+        token = self.server.token
+        if token is None:
+            return
+        header = self.headers.get("Authorization")
+        scheme, _, credentials = (header or "").strip().partition(" ")
+        # Header text is the bytes sent, decoded as Latin-1: compare those bytes with the token's UTF-8.
+        if scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode("latin-1"), token.encode()):
+            return
+        if header is None:
+            problem = "this server needs a token: send the header 'Authorization: Bearer <token>'"
+        else:
+            problem = "the Authorization header does not carry this server's bearer token"
+        raise RequestError(HTTPStatus.UNAUTHORIZED, problem, {"WWW-Authenticate": "Bearer"})
 
     def _parameter(self, name: str) -> str:
         values = self.query.get(name)
@@ -171,7 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _top_k(self) -> int:
         text = self.query.get("top_k", ["5"])[0]
-        if not text.isdigit() or not 1 <= int(text) <= MAX_TOP_K:
+        if not text.isdecimal() or not 1 <= int(text) <= MAX_TOP_K:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"top_k must be an integer from 1 to {MAX_TOP_K}, got {text!r}")
         return int(text)
 
@@ -181,11 +330,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.NOT_FOUND, f"singer {singer_id!r} is not enrolled")
         return singer_id
 
-    def _body(self) -> bytes:
+    def _content_length(self) -> int:
         length_text = self.headers.get("Content-Length")
         if length_text is None:
             raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the audio file as the body, with a Content-Length")
-        if not length_text.strip().isdigit():
+        if not length_text.strip().isdecimal():
             raise RequestError(HTTPStatus.BAD_REQUEST, f"invalid Content-Length {length_text!r}")
         length = int(length_text)
         if length > self.server.max_bytes:
@@ -195,25 +344,83 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if length == 0:
             raise RequestError(HTTPStatus.BAD_REQUEST, "empty body: send the audio file's bytes")
-        body = self.rfile.read(length)
-        self.body_read = True
-        if len(body) < length:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {length} bytes")
-        return body
+        return length
+
+    def _receive_body(self, path: Path) -> None:
+        """Write the body to ``path`` chunk by chunk; 408 (and a closed connection) when the client stalls."""
+        length = self._content_length()
+        self.body_read = True  # from here on, whatever happens, there is nothing left worth draining
+        received = 0
+        with path.open("wb") as file:
+            while received < length:
+                try:
+                    chunk = self.rfile.read1(min(length - received, CHUNK_BYTES))
+                except TimeoutError:
+                    raise RequestError(
+                        HTTPStatus.REQUEST_TIMEOUT,
+                        f"the upload stalled: nothing came for {self.server.read_timeout:g} s after {received} of "
+                        f"{length} bytes",
+                        headers={"Connection": "close"},
+                    ) from None
+                except ConnectionError:  # reset by the client: an early end, not a fault of the server
+                    chunk = b""
+                if not chunk:
+                    raise RequestError(HTTPStatus.BAD_REQUEST, f"body ended after {received} of {length} bytes")
+                file.write(chunk)
+                received += len(chunk)
+
+    def _file_part(self, body: Path) -> Path:
+        """Extract the audio of the multipart/form-data ``body``: the part named ``file``, else the first file."""
+        # Fed bytes, not BytesParser.parse(file), which reads through universal newlines: \r\n -> \n in the audio.
+        parser = BytesFeedParser(policy=email.policy.HTTP)
+        parser.feed(f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode("latin-1"))
+        allowed_line_breaks = 1024 + body.stat().st_size // MULTIPART_BYTES_PER_LINE_BREAK  # 1024 for its headers
+        line_breaks = 0
+        with body.open("rb") as file:
+            while chunk := file.read(CHUNK_BYTES):
+                line_breaks += chunk.count(b"\n") + chunk.count(b"\r")
+                if line_breaks > allowed_line_breaks:
+                    raise RequestError(
+                        HTTPStatus.BAD_REQUEST,
+                        f"multipart/form-data body with over one line break per {MULTIPART_BYTES_PER_LINE_BREAK} "
+                        "bytes: too costly to parse; send the audio as the raw body (curl --data-binary @song.wav)",
+                    )
+                parser.feed(chunk)
+        form = parser.close()
+        if not form.is_multipart():
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST, "multipart/form-data body that does not split into parts (check the boundary)"
+            )
+        parts = form.get_payload()
+        named = [part for part in parts if part.get_param("name", header="content-disposition") == "file"]
+        files = named or [part for part in parts if part.get_filename() is not None]
+        if not files:
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST,
+                "multipart/form-data body without a file part: send the audio as a file field (curl -F file=@song.wav)",
+            )
+        content = files[0].get_payload(decode=True)
+        if not content:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "the file part of the multipart/form-data body is empty")
+        path = body.with_name("file")
+        path.write_bytes(content)
+        return path
 
     def _uploaded_embedding(self) -> np.ndarray:
-        """Decode the body as audio and embed it with the caller's ``embed``."""
-        body = self._body()
+        """Receive the upload; then, at most ``max_decodes`` at a time, decode it as audio and ``embed`` it."""
         with tempfile.TemporaryDirectory(prefix="singerid-upload-") as folder:
             path = Path(folder) / "upload"
-            path.write_bytes(body)
-            try:
-                wave = load_audio(path, SAMPLE_RATE)
-            except AudioError as error:
-                raise RequestError(
-                    HTTPStatus.BAD_REQUEST, f"could not decode the uploaded audio: {error.reason}"
-                ) from error
-        embedding = np.asarray(self.server.embed(wave, SAMPLE_RATE), dtype=np.float32)
+            self._receive_body(path)
+            with self.server.decode_slots:
+                if self.headers.get_content_type() == "multipart/form-data":
+                    path = self._file_part(path)
+                try:
+                    wave = load_audio(path, SAMPLE_RATE)
+                except AudioError as error:
+                    raise RequestError(
+                        HTTPStatus.BAD_REQUEST, f"could not decode the uploaded audio: {error.reason}"
+                    ) from error
+                embedding = np.asarray(self.server.embed(wave, SAMPLE_RATE), dtype=np.float32)
         if embedding.shape != (self.server.library.dim,):
             raise RuntimeError(f"embed() returned shape {embedding.shape}, expected ({self.server.library.dim},)")
         return embedding
@@ -249,7 +456,7 @@ class _Handler(BaseHTTPRequestHandler):
         return {"matches": [match_json(match) for match in self.server.library.similar(singer_id, self._top_k())]}
 
     def _enroll(self) -> dict[str, Any]:
-        singer_id = self._parameter("singer_id")
+        singer_id = check_singer_id(self._parameter("singer_id"))
         embedding = self._uploaded_embedding()
         with self.server.enroll_lock:
             self.server.library.enroll(singer_id, embedding)

@@ -24,7 +24,7 @@ import numpy as np
 
 from singerid.errors import SingerIdError
 from singerid.features import FeatureConfig, FrontendConfig
-from singerid.fileio import atomic_path, record_from_dict, write_atomically
+from singerid.fileio import atomic_path, check_format, record_from_dict, write_atomically
 
 STORE_FORMAT = "singerid-store"
 STORE_VERSION = 1
@@ -33,6 +33,20 @@ SHARD_FRAMES = 1 << 22  # 4.2 M frames (11.7 h of voice, 512 MiB at 64 mels) per
 
 class StoreError(SingerIdError):
     """A store that cannot be read or merged; the message names the folder and the reason."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a track was made from: its audio file's size, modification time and content digest, and the digest of
+    its lyrics file ("" without one). A rerun of `prepare` redoes a track whose content changed."""
+
+    audio_size: int = -1
+    audio_mtime_ns: int = -1
+    audio_digest: str = ""  # "" in stores written before fingerprints were kept
+    lrc_digest: str = ""
+
+    def same_content(self, other: Fingerprint) -> bool:
+        return self.audio_digest == other.audio_digest and self.lrc_digest == other.lrc_digest
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,14 @@ class StoredTrack:
     offset: int  # first frame in the shard
     frames: int
     lyrics_note: str = ""  # what its LRC gave: "12 phrases", "no lyrics file", "no timed phrases, 3 lines skipped"
+    audio_size: int = -1  # the Fingerprint's fields, flat in index.json
+    audio_mtime_ns: int = -1
+    audio_digest: str = ""
+    lrc_digest: str = ""
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(self.audio_size, self.audio_mtime_ns, self.audio_digest, self.lrc_digest)
 
 
 @dataclass(frozen=True)
@@ -54,6 +76,14 @@ class Reject:
     source: str
     track_id: str
     reason: str
+    audio_size: int = -1  # the Fingerprint's fields: a rejected file that changed is tried again
+    audio_mtime_ns: int = -1
+    audio_digest: str = ""
+    lrc_digest: str = ""
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(self.audio_size, self.audio_mtime_ns, self.audio_digest, self.lrc_digest)
 
 
 @dataclass
@@ -62,6 +92,7 @@ class StoreHeader:
 
     features: FeatureConfig
     frontend: FrontendConfig  # separation, region settings: the rest of what made the frames
+    catalog: str = ""  # the catalog it was prepared from (its metadata.csv or folder, resolved)
     shards: list[int] = field(default_factory=list)  # frames per shard file
     tracks: list[StoredTrack] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
@@ -88,6 +119,7 @@ def write_header(folder: Path, header: StoreHeader) -> None:
         "version": STORE_VERSION,
         "features": asdict(header.features),
         "frontend": asdict(header.frontend),
+        "catalog": header.catalog,
         "shards": [{"file": shard_name(i), "frames": n} for i, n in enumerate(header.shards)],
         "tracks": [asdict(t) for t in header.tracks],
         "rejects": [asdict(r) for r in header.rejects],
@@ -111,16 +143,15 @@ def read_header(folder: Path) -> StoreHeader:
         raise StoreError(f"{folder}: not a feature store (no index.json); make one with `singerid prepare`") from None
     except (OSError, json.JSONDecodeError) as error:
         raise StoreError(f"{path}: unreadable index ({error})") from error
-    if not isinstance(record, dict) or record.get("format") != STORE_FORMAT:
-        raise StoreError(f"{path}: not a singerid feature store index")
-    version = record.get("version")
-    if not isinstance(version, int) or version > STORE_VERSION:
-        raise StoreError(f"{path}: store version {version}; this singerid reads up to {STORE_VERSION}: upgrade it")
+    problem = check_format(record, STORE_FORMAT, STORE_VERSION, "feature store index", str(path))
+    if problem:
+        raise StoreError(problem)
     source = str(path)
     try:
         return StoreHeader(
             features=record_from_dict(FeatureConfig, record["features"], source),
             frontend=record_from_dict(FrontendConfig, record["frontend"], source),
+            catalog=record.get("catalog", ""),
             shards=[s["frames"] for s in record["shards"]],
             tracks=[record_from_dict(StoredTrack, t, source) for t in record["tracks"]],
             rejects=[record_from_dict(Reject, r, source) for r in record["rejects"]],
@@ -236,7 +267,7 @@ def merge_stores(out: Path, parts: list[Path]) -> StoreHeader:
         if header.features != first.features or header.frontend != first.frontend:
             raise StoreError(f"{part}: made with other front-end settings than {parts[0]}; cannot merge")
     out.mkdir(parents=True, exist_ok=True)
-    merged = StoreHeader(first.features, first.frontend)
+    merged = StoreHeader(first.features, first.frontend, first.catalog)
     seen: set[str] = set()
     for part, header in zip(parts, headers):
         base = len(merged.shards)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import unicodedata
 from contextlib import closing
 from dataclasses import asdict, dataclass
@@ -23,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import soxr
 from scipy.signal import fftconvolve, lfilter
-from tqdm import tqdm
 
 from singerid.audio import write_audio
+from singerid.fileio import atomic_path, write_atomically
 from singerid.parallel import map_in_processes
+from singerid.progress import progress_bar
 from singerid.splits import TEST_SEEN, TEST_UNSEEN, TRAIN, VAL
 
 SYNTH_RATE = 22050  # internal rendering rate; files are resampled to SynthConfig.sample_rate
@@ -82,15 +82,34 @@ class SynthConfig:
     seconds: float = 30.0  # length of each track
     seed: int = 0
     format: str = "mp3"  # mp3 | flac | wav
-    sample_rate: int = 44100  # of the written files (stereo)
+    sample_rate: int = 44100  # of the written files
+    channels: int = 2  # 2: stereo, 1: mono (the stereo mix summed)
     stems: bool = False  # also write the clean (wet, mixed-level) vocal stem of each track as FLAC
     difficulty: float = 1.0  # divides the spread of singers around the population mean: higher = closer singers
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, got {self.channels}")
 
     def test_singer_count(self) -> int:
         return self.test_singers or max(2, self.singers // 6)
 
 
 QUICK = {"singers": 6, "tracks": 5, "seconds": 6.0}
+# The paper's layout (section III-A): 5,057 seen singers with 10 tracks (8:2 train/val), 706 of them with 10 more
+# test_seen tracks, and 706 unseen singers with 10 test_unseen tracks: 64,690 tracks. Short 16 kHz mono FLAC tracks
+# keep it within 20 GB and 45 minutes of synthesis on 2 cores (docs/SCALE.md).
+PAPER = {
+    "singers": 5763,
+    "test_singers": 706,
+    "tracks": 10,
+    "test_tracks": 10,
+    "seconds": 10.0,
+    "format": "flac",
+    "sample_rate": 16000,
+    "channels": 1,
+}
+PRESETS = {"quick": QUICK, "paper": PAPER}
 
 
 @dataclass(frozen=True)
@@ -497,7 +516,8 @@ def rms(x: np.ndarray) -> float:
 
 
 def render_track(config: SynthConfig, plan: TrackPlan) -> tuple[np.ndarray, np.ndarray | None, Song]:
-    """Mix (2, n) and, with config.stems, the wet vocal stem (2, n) at config.sample_rate; and the song."""
+    """Mix (channels, n) and, with config.stems, the wet vocal stem (channels, n) at config.sample_rate; and the
+    song."""
     voice = singer_voice(config, plan.singer_index)
     rng = track_rng(config.seed, plan.singer_index, plan.track_index)
     style = rng.standard_normal(4)  # small within-singer variation from song to song
@@ -516,6 +536,8 @@ def render_track(config: SynthConfig, plan: TrackPlan) -> tuple[np.ndarray, np.n
     mix = vocals + music
     scale = 10 ** (-1 / 20) / max(np.abs(mix).max(), 1e-9)
     mix, vocals = mix * scale, vocals * scale
+    if config.channels == 1:
+        mix, vocals = mix.mean(axis=0, keepdims=True), vocals.mean(axis=0, keepdims=True)
     out_mix = soxr.resample(mix.T, SYNTH_RATE, config.sample_rate, quality="HQ").T
     out_vocals = soxr.resample(vocals.T, SYNTH_RATE, config.sample_rate, quality="HQ").T if config.stems else None
     return np.clip(out_mix, -1, 1).astype(np.float32), out_vocals, song
@@ -600,10 +622,7 @@ def write_track(config: SynthConfig, plan: TrackPlan, root: Path) -> str:
     audio_path = root / plan.audio_path
     audio_path.parent.mkdir(parents=True, exist_ok=True)
     rng = track_rng(config.seed, plan.singer_index, plan.track_index + 10_000)
-    lrc = root / plan.lrc_path
-    temporary = lrc.with_name(lrc.name + ".tmp")
-    temporary.write_bytes(lrc_text(rng, song, plan, config.seconds).encode("utf-8"))
-    os.replace(temporary, lrc)
+    write_atomically(root / plan.lrc_path, lrc_text(rng, song, plan, config.seconds))
     if config.stems:
         stem = root / "stems" / f"{plan.track_id}.flac"
         stem.parent.mkdir(parents=True, exist_ok=True)
@@ -626,19 +645,19 @@ def synthesize(config: SynthConfig, out: Path, workers: int = 1, progress: bool 
         if not (out / p.audio_path).exists() or (config.stems and not (out / "stems" / f"{p.track_id}.flac").exists())
     ]
     jobs = [(config, p, out) for p in todo]
-    bar = tqdm(total=len(plans), initial=len(plans) - len(todo), desc="synth", unit="track", disable=not progress)
+    bar = progress_bar(
+        total=len(plans), initial=len(plans) - len(todo), desc="synth", unit="track", disable=not progress
+    )
     with closing(map_in_processes(_write_track_job, jobs, workers)) as results:
         for _ in results:
             bar.update()
     bar.close()
     metadata = out / "metadata.csv"
-    temporary = metadata.with_name("metadata.csv.tmp")
-    with temporary.open("w", newline="", encoding="utf-8") as f:
+    with atomic_path(metadata) as temporary, temporary.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(METADATA_COLUMNS)
         for p in plans:
             writer.writerow([p.singer_id, p.track_id, p.audio_path, p.lrc_path, p.split])
-    os.replace(temporary, metadata)
     write_singers(config, out / "singers.json")
     return metadata
 
@@ -649,6 +668,4 @@ def write_singers(config: SynthConfig, path: Path) -> None:
         "config": asdict(config),
         "singers": {f"s{i:03d}": asdict(singer_voice(config, i)) for i in range(config.singers)},
     }
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(record, indent=1))

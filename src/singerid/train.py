@@ -24,7 +24,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from singerid.checkpoint import Checkpoint, CheckpointError, build_model, load_checkpoint, track_digests
 from singerid.config import TrainConfig, dump_config
@@ -42,6 +41,7 @@ from singerid.features import SEGMENT_FRAMES
 from singerid.fileio import write_atomically
 from singerid.losses import LOSSES, MetricLoss
 from singerid.metrics import equal_error_rate
+from singerid.progress import progress_bar
 from singerid.sampler import CropDataset, SingerBatchSampler
 from singerid.splits import TRAIN, TRAINING_SPLITS, VAL
 from singerid.store import FeatureStore
@@ -260,7 +260,7 @@ class Trainer:
         self.model.train()
         started = time.perf_counter()
         totals = np.zeros(2)
-        bar = tqdm(
+        bar = progress_bar(
             self.loader,
             desc=f"epoch {epoch + 1}/{self.config.train.epochs}",
             unit="batch",
