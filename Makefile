@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test slow bench lint clean
+.PHONY: demo test slow bench lint scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -m bench -s benchmarks tests
+
+scale: $(STAMP)
+	$(BIN)/python benchmarks/scale_run.py run
+	$(BIN)/python benchmarks/scale_run.py plot
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

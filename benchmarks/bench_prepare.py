@@ -1,6 +1,8 @@
 """Front-end speed: decode + resample + log-mel per core against librosa.load + librosa.feature.melspectrogram in
 the same run, for each common catalog format; real-time factor with REPET separation; peak memory for a 10-minute
-track. Targets: >= 3x the librosa baseline, >= 300x real time per core without separation, < 200 MB for 10 minutes.
+track, and of the whole front end (`TrackFrontend.file_frames`) for 10 minutes and 2 hours. Targets: >= 3x the
+librosa baseline, >= 300x real time per core without separation, < 200 MB for 10 minutes (decode + log-mel), front
+end < 300 MB above the resting size for any length.
 
 Every pipeline must decode the file, so the benchmark also times FFmpeg's decoder alone (no conversion, no
 resampling, no features): ``librosa / decode-only`` is the largest ratio any front end that decodes the whole file
@@ -134,3 +136,70 @@ def test_peak_memory_of_a_ten_minute_track(songs: dict[str, Path], tmp_path: Pat
         f"\npeak memory for a 10-minute FLAC (44.1 kHz mono) -> {frames} log-mel frames: {peak:.0f} MB above the "
         f"process's resting size (target < 200 MB; the 16 kHz signal alone is {600 * 16000 * 4 / 2**20:.0f} MB)"
     )
+
+
+MEMORY_SCRIPT = """
+import re, sys, time, warnings
+from pathlib import Path
+from singerid.features import FeatureConfig, FrontendConfig
+from singerid.frontend import TrackFrontend
+def rss(field):
+    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+audio, lrc, warm, max_seconds = sys.argv[1:5]
+frontend = TrackFrontend(FrontendConfig(max_track_seconds=float(max_seconds)), FeatureConfig())
+frontend.file_frames(Path(warm), None)  # warm up: imports, FFT plans
+before = rss("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak
+start = time.perf_counter()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    result = frontend.file_frames(Path(audio), Path(lrc) if lrc != "-" else None)
+elapsed = time.perf_counter() - start
+print(rss("VmHWM") - before, elapsed, result.frames.shape[0], result.method, result.truncated_seconds, len(caught))
+"""
+
+
+@pytest.fixture(scope="module")
+def long_songs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """A 60 s synthetic song looped to 10 minutes and to 2 hours: 16-bit WAV, 44.1 kHz mono, with its LRC."""
+    config = SynthConfig(seconds=60.0)
+    mix, _, song = render_track(config, plan_catalog(config)[0])
+    folder = tmp_path_factory.mktemp("long")
+    paths = {}
+    for name, minutes in (("warm-up", 1), ("10 min", 10), ("2 h", 120)):
+        audio = folder / f"{name}.wav"
+        write_audio(audio, np.tile(mix.mean(axis=0), minutes), config.sample_rate)
+        phrases = [
+            (start + 60 * minute, end + 60 * minute, text)
+            for minute in range(minutes)
+            for start, end, text in song.phrases
+        ]
+        lines = [
+            f"[{int(s // 60):02d}:{s % 60:05.2f}]{text}\n[{int(e // 60):02d}:{e % 60:05.2f}]\n"
+            for s, e, text in phrases
+        ]
+        (folder / f"{name}.lrc").write_text("".join(lines), encoding="utf-8")
+        paths[name] = (audio, folder / f"{name}.lrc")
+    return paths
+
+
+def test_peak_memory_of_the_front_end(long_songs: dict[str, tuple[Path, Path]]) -> None:
+    """`TrackFrontend.file_frames` (no separation) on 10 minutes and on 2 hours, with lyrics and with the detector
+    (which runs REPET-SIM for the vocal share), in a fresh process each: peak RSS above the resting size."""
+    warm = long_songs["warm-up"][0]
+    print("\nfront end peak memory above the resting size (16-bit WAV, 44.1 kHz mono; kept frames are float16):")
+    print("| track | regions | max_track_seconds | peak | time | kept frames | truncated | warnings |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    runs = [("10 min", "lyrics", 3600), ("10 min", "detector", 3600), ("2 h", "lyrics", 3600)]
+    runs += [("2 h", "lyrics", 7200), ("2 h", "detector", 7200)]  # the default 3600 s cuts it, with a warning
+    for name, regions, max_seconds in runs:
+        audio, lrc = long_songs[name]
+        args = [str(audio), str(lrc) if regions == "lyrics" else "-", str(warm), str(max_seconds)]
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY_SCRIPT, *args], capture_output=True, text=True, check=True
+        ).stdout.split()
+        peak, seconds, frames, truncated, warned = float(out[0]), float(out[1]), int(out[2]), float(out[4]), out[5]
+        print(
+            f"| {name} | {regions} | {max_seconds} | {peak:.0f} MB | {seconds:.0f} s | {frames} "
+            f"({frames * 128 / 2**20:.0f} MB) | {truncated:.0f} s | {warned} |"
+        )

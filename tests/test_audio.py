@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from singerid.audio import AudioError, AudioInfo, audio_info, load_audio, write_audio
+from singerid.audio import AudioError, AudioInfo, AudioReader, audio_info, load_audio, write_audio
 
 OUT_RATE = 16000
 DURATION = 1.0
@@ -162,6 +162,29 @@ def test_load_resamples_to_requested_rate_and_limits_length(tmp_path: Path) -> N
     assert len(load_audio(path, 8000)) == pytest.approx(24000, abs=2)
     assert len(load_audio(path, max_seconds=1.25)) == 20000
     assert len(load_audio(path, max_seconds=10.0)) == pytest.approx(48000, abs=2)
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".mp3"])
+def test_reader_gives_the_samples_of_load_audio_in_blocks_each_time(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"long{suffix}"
+    write_audio(path, np.stack([tone(440.0, 44100, seconds=8.0), tone(660.0, 44100, seconds=8.0)]), 44100)
+    reader = AudioReader(path)
+    first, second = list(reader), list(reader)  # each iteration decodes the file afresh
+    assert len(first) > 4 and max(len(block) for block in first) < 2 * OUT_RATE  # blocks, not the whole
+    np.testing.assert_array_equal(np.concatenate(first), load_audio(path))
+    np.testing.assert_array_equal(np.concatenate(second), np.concatenate(first))
+    assert (reader.samples, reader.truncated_seconds) == (len(load_audio(path)), 0.0)
+
+
+def test_reader_reports_what_max_seconds_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "long.flac"
+    write_audio(path, tone(440.0, 44100, seconds=3.0), 44100)
+    reader = AudioReader(path, max_seconds=1.25)
+    np.testing.assert_array_equal(np.concatenate(list(reader)), load_audio(path, max_seconds=1.25))
+    assert reader.samples == 20000
+    assert reader.truncated_seconds == pytest.approx(1.75, abs=0.01)
+    with pytest.raises(AudioError, match="not found"):
+        list(AudioReader(tmp_path / "missing.flac"))
 
 
 @pytest.mark.parametrize(

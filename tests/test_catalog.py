@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import refuse_listing
 
 from singerid.catalog import CatalogError, assign_splits, read_catalog, scan_folder
 
@@ -167,8 +168,6 @@ def test_a_row_with_too_few_or_too_many_fields_is_an_error_not_a_new_split(tmp_p
 
 
 def test_unreadable_folders_and_symlink_loops_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
     from singerid.catalog import scan_catalog
 
     root = tmp_path / "music"
@@ -178,14 +177,7 @@ def test_unreadable_folders_and_symlink_loops_are_reported(tmp_path: Path, monke
     (root / "Blur" / "Parklife" / "again").symlink_to(root / "Blur", target_is_directory=True)  # a loop
     (root / "Cher" / "linked album").symlink_to(root / "Adele" / "21", target_is_directory=True)  # followed once
     locked = root / "Adele" / "21"
-    real_scandir = os.scandir
-
-    def scandir(path: object = ".") -> object:
-        if isinstance(path, str | os.PathLike) and Path(path) == locked:  # as without permission (tests run as root)
-            raise PermissionError(13, "Permission denied", os.fsdecode(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    refuse_listing(monkeypatch, locked)
     catalog = scan_catalog(root)
     found = sorted(t.track_id for t in catalog.tracks)
     assert found == ["Blur/Parklife/Girls", "Cher/Believe", "Cher/linked album/Hello"]  # a linked album is read

@@ -148,7 +148,7 @@ def test_enroll_from_a_catalog_skips_files_it_cannot_use(tiny_run: Path, quick_c
         writer.writeheader()
         writer.writerows(rows)
     library = tmp_path / "library"
-    assert main(["enroll", str(library), "--checkpoint", str(tiny_run / "best.pt"), "--catalog", str(tmp_path)]) == 0
+    assert main(["enroll", str(library), "--checkpoint", str(tiny_run / "best.pt"), "--catalog", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert f"enroll: skipped {tmp_path / 'broken.mp3'}: not a readable audio file" in captured.err
     assert f"({len(rows) - 1} tracks, 1 skipped)" in captured.out
@@ -274,3 +274,30 @@ def test_serve_warns_when_exposed_without_a_token_and_checks_the_token(tmp_path:
         assert "serving on 0.0.0.0 without a token" in err and "cannot listen on 0.0.0.0:" in err
         assert main(["serve", str(library), "--port", "0", "--token", "two words", "--device", "cpu"]) == 2
         assert "token" in capsys.readouterr().err
+
+
+def test_a_library_finds_its_model_after_a_move_and_refuses_another(
+    tiny_run: Path, quick_store: Path, tmp_path: Path, capsys
+) -> None:
+    """The library records its checkpoint relative to itself and by the digest of its weights."""
+    import json
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(tiny_run, project / "run")
+    checkpoint = project / "run" / "best.pt"
+    assert main(["enroll", str(project / "library"), "--checkpoint", str(checkpoint), "--store", str(quick_store)]) == 0
+    model = json.loads((project / "library" / "library.json").read_text(encoding="utf-8"))["model"]
+    assert model["checkpoint"] == "../run/best.pt" and len(model["digest"]) == 12
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.move(project, moved)  # the run folder and its library move together
+    track = next(t for t in FeatureStore(quick_store).tracks if t.split == "test_seen")
+    assert main(["identify", str(moved / "library"), track.source]) == 0
+    other = tmp_path / "other.pt"
+    shutil.copy(Path(__file__).parent / "fixtures" / "d045454" / "checkpoint.pt", other)  # another model
+    capsys.readouterr()
+    assert main(["enroll", str(moved / "library"), "--checkpoint", str(other), "--store", str(quick_store)]) == 2
+    assert "embeddings of two models cannot be compared" in capsys.readouterr().err
+    shutil.copy(other, moved / "run" / "best.pt")  # its checkpoint replaced by another model's
+    assert main(["identify", str(moved / "library"), track.source]) == 2
+    assert "cannot be compared" in capsys.readouterr().err

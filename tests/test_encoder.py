@@ -89,3 +89,45 @@ def test_devices_resolve_or_say_why_not() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(EncoderError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_onnx_export_matches_pytorch(tiny_run: Path, quick_store: Path, tmp_path: Path) -> None:
+    """Unit embeddings from onnxruntime equal PyTorch's (max abs difference < 1e-4) on random input and on a real
+    file's windows, with a batch size and a number of frames other than the example's."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    import torch
+
+    from singerid.cli import main
+    from singerid.encoder import windows
+
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(tiny_run / "best.pt"), str(out)]) == 0
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["features"]
+    encoder = SingerEncoder.load(tiny_run / "best.pt", "cpu")
+    source = FeatureStore(quick_store).tracks[0].source
+    real = windows(encoder.frontend.file_frames(Path(source), Path(source).with_suffix(".lrc")).frames, 350, 175)
+    rng = np.random.default_rng(0)
+    for batch in (rng.standard_normal((1, 350, 64)), rng.standard_normal((3, 420, 64)), real):
+        batch = np.asarray(batch, dtype=np.float32)
+        (ours,) = session.run(None, {"features": batch})
+        with torch.no_grad():
+            reference = encoder.model(torch.from_numpy(batch)).numpy()
+        unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+        assert ours.shape == reference.shape and np.abs(unit(ours) - unit(reference)).max() < 1e-4
+
+
+def test_a_clip_with_little_voice_is_embedded_from_what_there_is(tiny_run: Path, quick_store: Path) -> None:
+    """The API embeds a short clip with less voice than `prepare` asks of a track, with a warning, instead of
+    refusing it (identify, verify and /identify take such clips); silence is still refused."""
+    from singerid.errors import SignalError
+
+    encoder = SingerEncoder.load(tiny_run / "best.pt", "cpu")
+    wave = load_audio(FeatureStore(quick_store).tracks[0].source, 16000)
+    clip = np.zeros(16000 * 3, np.float32)
+    clip[16000 : 16000 + 9600] = wave[32000 : 32000 + 9600]  # 0.6 s of the song in 3 s of silence
+    with pytest.warns(UserWarning, match="voice"):
+        embedding = encoder.embed_wave(clip, 16000)
+    assert embedding.shape == (32,) and abs(np.linalg.norm(embedding) - 1) < 1e-5
+    with pytest.raises(SignalError, match="silent"):
+        encoder.embed_wave(np.zeros(16000, np.float32), 16000)

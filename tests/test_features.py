@@ -13,6 +13,7 @@ from singerid.features import (
     frames_to_seconds,
     log_mel,
     log_mel_batch,
+    log_mel_stream,
     mel_filterbank,
     num_frames,
     seconds_to_frames,
@@ -86,6 +87,16 @@ def test_chunked_equals_unchunked(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(features, "CHUNK_FRAMES", chunk_frames)
         # Same samples, same windows: only float32 rounding of differently blocked FFTs may differ.
         np.testing.assert_allclose(log_mel(wave), whole, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_samples", [16000 * 70 + 37, 100])
+def test_blocks_of_any_size_give_the_whole_signal_log_mel(monkeypatch: pytest.MonkeyPatch, num_samples: int) -> None:
+    monkeypatch.setattr(features, "CHUNK_FRAMES", 1000)
+    wave = (0.1 * np.random.default_rng(4).standard_normal(num_samples)).astype(np.float32)
+    cuts = np.cumsum(np.random.default_rng(5).integers(1, 40000, 200))
+    chunks = list(log_mel_stream(np.split(wave, cuts[cuts < num_samples]), CONFIG))
+    assert max(len(chunk) for chunk in chunks) <= 1000
+    np.testing.assert_array_equal(np.concatenate(chunks), log_mel(wave))
 
 
 def test_batch_equals_single() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import refuse_listing
 
 import singerid.prepare as prepare_module
 from singerid.audio import load_audio, write_audio
@@ -383,23 +384,15 @@ def test_a_store_of_another_catalog_is_refused_unless_asked(quick_catalog: Path,
 def test_a_folder_that_cannot_be_read_is_named_in_the_rejects(
     quick_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
     rows = [r for r in catalog_rows(quick_catalog) if r["split"] == "train"][:4]
     root = tmp_path / "tree"
     for i, row in enumerate(rows):
         target = root / f"Singer {i % 2}" / ("Locked" if i == 3 else "Open") / f"{i}.mp3"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(quick_catalog / row["path"], target)
+        shutil.copy(quick_catalog / row["lrc_path"], target.with_suffix(".lrc"))
     locked = root / "Singer 1" / "Locked"
-    real_scandir = os.scandir
-
-    def scandir(path: object = ".") -> object:
-        if isinstance(path, str | os.PathLike) and Path(path) == locked:  # as without permission (tests run as root)
-            raise PermissionError(13, "Permission denied", os.fsdecode(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    refuse_listing(monkeypatch, locked)
     result = prepare(root, tmp_path / "store", progress=False)
     assert len(result.header.tracks) == 3
     rejects = list(csv.DictReader((tmp_path / "store" / "rejects.csv").open(encoding="utf-8")))

@@ -61,3 +61,22 @@ def test_a_newer_or_damaged_index_is_refused_with_its_path(tmp_path: Path) -> No
     (store / "index.json").write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(StoreError, match="not a singerid feature store index"):
         FeatureStore(store)
+
+
+def test_shards_fill_one_track_at_a_time_and_read_back(quick_catalog: Path, tmp_path: Path, monkeypatch) -> None:
+    """Tracks stream into shard files of at most SHARD_FRAMES frames; the frames read back are the same whatever
+    the shard size (a track never spans two shards)."""
+    import singerid.store as store_module
+
+    rows = quick_catalog / "metadata.csv"
+    whole = prepare(rows, tmp_path / "whole", progress=False)
+    monkeypatch.setattr(store_module, "SHARD_FRAMES", 1500)
+    split = prepare(rows, tmp_path / "split", progress=False)
+    assert len(whole.header.shards) == 1 and len(split.header.shards) > 10
+    tracks_in = [sum(t.shard == i for t in split.header.tracks) for i in range(len(split.header.shards))]
+    assert all(frames <= 1500 or count == 1 for frames, count in zip(split.header.shards, tracks_in))
+    one, many = FeatureStore(tmp_path / "whole"), FeatureStore(tmp_path / "split")
+    assert [t.track_id for t in one.tracks] == [t.track_id for t in many.tracks]
+    for i in range(len(one)):
+        assert np.array_equal(one.frames(i), many.frames(i))
+    assert not list((tmp_path / "split").glob(".*"))  # no temporary shard left

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +53,10 @@ def test_validation_eer_falls(quick_store: Path, tmp_path: Path) -> None:
 
 
 def test_resume_continues_exactly(quick_store: Path, tmp_path: Path) -> None:
-    config = load_config(None, TINY + ["train.epochs=2", "batch.singers=4", "loss.name=triplet"])
+    unvalidated = ["batch.singers=4", "loss.name=triplet", "train.validate_every=0"]
+    config = load_config(None, TINY + ["train.epochs=2", *unvalidated])
     train(quick_store, tmp_path / "straight", config, progress=False)
-    half = load_config(None, TINY + ["train.epochs=1", "batch.singers=4", "loss.name=triplet"])
+    half = load_config(None, TINY + ["train.epochs=1", *unvalidated])
     train(quick_store, tmp_path / "resumed", half, progress=False)
     train(quick_store, tmp_path / "resumed", config, resume=True, progress=False)
     a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "resumed" / "last.pt")
@@ -110,3 +112,20 @@ def test_validation_eer_falls_for_every_loss(loss: str, tmp_path_factory: pytest
     first, last = np.mean(eers[:2]), np.mean(eers[-3:])
     print(f"{loss}: validation EER {100 * first:.1f} % (first two) -> {100 * last:.1f} % (last three)")
     assert last < first - 0.02
+
+
+def test_a_time_budget_stops_on_time_and_spans_the_cosine_schedule(quick_store: Path, tmp_path: Path) -> None:
+    overrides = TINY + ["batch.singers=4", "train.epochs=100000", "train.minutes=0.1", "train.validate_every=100000"]
+    config = load_config(None, [*overrides, "optim.schedule=cosine", "optim.warmup=0.2"])
+    started = time.monotonic()
+    result = train(quick_store, tmp_path / "run", config, progress=False)
+    assert 6 <= time.monotonic() - started < 60 and 1 <= result.epochs < 100000
+    rates = [float(r["lr"]) for r in read_log(tmp_path / "run")]
+    assert len(rates) == result.epochs >= 3
+    assert max(rates) <= config.optim.lr and rates[-1] < 0.1 * config.optim.lr  # annealed to (almost) zero
+    assert rates.index(max(rates)) not in (0, len(rates) - 1)  # warmed up first, then decayed
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint.seconds >= 6 and checkpoint.epoch == result.epochs
+    assert 0 <= checkpoint.val_eer <= 1  # the run's end is validated, whatever validate_every says
+    again = train(quick_store, tmp_path / "run", config, resume=True, progress=False)  # the budget is spent
+    assert again.epochs == result.epochs and load_checkpoint(tmp_path / "run" / "last.pt").step == checkpoint.step

@@ -2,7 +2,8 @@
 
 PyAV (FFmpeg) is the one decoder and encoder; soxr is the one resampler. Decoding streams packet by packet:
 decoded frames gather in blocks of about a second, each downmixed to mono (the mean of its channels) and fed to
-a ``soxr.ResampleStream``, so a long track never needs several full copies in memory.
+a ``soxr.ResampleStream``. `AudioReader` hands the blocks on as they come, so a file of any length is read in
+the memory of a block; `load_audio` joins them.
 
 Damaged files: packets that fail to decode are skipped, as FFmpeg's own command line does, and a read error
 (e.g. a truncated file) ends the stream early; the audio that did decode is returned. ``AudioError`` is raised
@@ -158,24 +159,24 @@ class _MonoResampler:
 
     Decoded frames are small (1152 samples for MP3), so handing each one to numpy would cost more than decoding
     it; the FIFO copies them in C. A change of sample rate, channel count or sample format mid-file ends the block
-    and starts a new FIFO and resampler stream."""
+    and starts a new FIFO and resampler stream. `feed` and `flush` return the converted samples they produced."""
 
     block_samples = 65536
 
     def __init__(self, out_rate: int) -> None:
         self.out_rate = out_rate
-        self.chunks: list[np.ndarray] = []
         self.fifo = av.AudioFifo()
         self.shape: tuple[int, str, str] | None = None  # rate, channel layout, sample format of the FIFO's frames
         self.stream: soxr.ResampleStream | None = None
 
-    def feed(self, frame: av.AudioFrame) -> None:
+    def feed(self, frame: av.AudioFrame) -> list[np.ndarray]:
         """Queues a decoded frame; raises ValueError when a block holds NaN or infinity."""
         # PyAV's FIFO does not check a frame's channel layout (a mismatch crashes the process), so the shape of
         # the stream is compared here.
+        out = []
         shape = (frame.sample_rate, frame.layout.name, frame.format.name)
         if shape != self.shape:
-            self.flush()
+            out = self.flush()
             self.shape = shape
             self.fifo = av.AudioFifo()
             if frame.sample_rate != self.out_rate:
@@ -185,75 +186,112 @@ class _MonoResampler:
         frame.pts = None  # the FIFO would reject the timestamp gaps of damaged files
         self.fifo.write(frame)
         if self.fifo.samples >= self.block_samples:
-            self._process(self.fifo.read())
+            out += self._process(self.fifo.read())
+        return out
 
-    def _process(self, block: av.AudioFrame | None) -> None:
+    def _process(self, block: av.AudioFrame | None) -> list[np.ndarray]:
         if block is None:
-            return
+            return []
         samples = _frame_to_mono(block)
         if not np.isfinite(samples).all():
             raise ValueError("decoded samples are not finite (NaN or infinity)")
-        self.chunks.append(samples if self.stream is None else self.stream.resample_chunk(samples))
+        return [samples if self.stream is None else self.stream.resample_chunk(samples)]
 
-    def flush(self) -> None:
+    def flush(self) -> list[np.ndarray]:
         """Converts what the FIFO holds and ends the resampler stream."""
-        self._process(self.fifo.read())
+        out = self._process(self.fifo.read())
         self.shape = None
         if self.stream is not None:
-            self.chunks.append(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
+            out.append(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
             self.stream = None
+        return out
+
+
+class AudioReader:
+    """A file's audio as mono float32 blocks (about a second each) at `sample_rate`, at most `max_seconds`.
+
+    Iterating decodes the file from the start, so a reader can be read several times, and memory stays at a
+    block whatever the file's length. After a complete iteration, `samples` is the number of samples yielded and
+    `truncated_seconds` how much of the file lay beyond `max_seconds` (0.0 when nothing was cut; counted from
+    the remaining packets, which are read but not decoded). Raises AudioError as `load_audio` does; a file that
+    is mostly undecodable or yields no audio only raises at the end of the iteration.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int = 16000, *, max_seconds: float | None = None) -> None:
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        if max_seconds is not None and max_seconds <= 0:
+            raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self.max_seconds = max_seconds
+        self.samples = 0
+        self.truncated_seconds = 0.0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        path = self.path
+        limit = None if self.max_seconds is None else int(round(self.max_seconds * self.sample_rate))
+        resampler = _MonoResampler(self.sample_rate)
+        good_packets = bad_packets = 0
+        input_seconds = dropped_seconds = 0.0
+        last_error: Exception | None = None
+        decoded = yielded = 0
+
+        def emit(chunks: list[np.ndarray]) -> Iterator[np.ndarray]:
+            nonlocal decoded, yielded
+            for chunk in chunks:
+                decoded += chunk.size
+                if limit is not None:
+                    chunk = chunk[: limit - yielded]
+                if chunk.size:
+                    yielded += chunk.size
+                    yield chunk
+
+        with _open_audio(path) as (container, stream):
+            packets = container.demux(stream)
+            try:
+                for packet in packets:
+                    try:
+                        frames = packet.decode()
+                        good_packets += 1
+                    except av.FFmpegError as error:
+                        bad_packets += 1
+                        last_error = error
+                        continue
+                    for frame in frames:
+                        yield from emit(resampler.feed(frame))
+                        input_seconds += frame.samples / frame.sample_rate
+                    if self.max_seconds is not None and input_seconds >= self.max_seconds:
+                        dropped_seconds = input_seconds - self.max_seconds
+                        # the rest is counted, not decoded
+                        dropped_seconds += sum(float(p.duration * p.time_base) for p in packets if p.duration)
+                        break
+            except av.FFmpegError as error:
+                last_error = error
+            except ValueError as error:
+                raise AudioError(path, str(error)) from None
+        try:
+            yield from emit(resampler.flush())
+        except ValueError as error:
+            raise AudioError(path, str(error)) from None
+        total_packets = good_packets + bad_packets
+        if bad_packets > MAX_BAD_PACKET_FRACTION * total_packets:
+            reason = f"{bad_packets} of {total_packets} packets failed to decode ({_describe(last_error)})"
+            raise AudioError(path, reason)
+        if decoded == 0:
+            detail = f" ({_describe(last_error)})" if last_error is not None else " (zero-length or not audio)"
+            raise AudioError(path, f"no audio samples could be decoded{detail}")
+        self.samples = yielded
+        self.truncated_seconds = round(dropped_seconds, 3)
 
 
 def load_audio(path: str | Path, sample_rate: int = 16000, *, max_seconds: float | None = None) -> np.ndarray:
     """Decode ``path`` to mono float32 at ``sample_rate``, shape (samples,); at most ``max_seconds`` if given.
 
     Raises AudioError for a missing, empty or non-audio file, a file with no decodable audio, one that is
-    mostly undecodable, and one whose samples are not finite.
+    mostly undecodable, and one whose samples are not finite. `AudioReader` gives the same samples in blocks.
     """
-    path = Path(path)
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    if max_seconds is not None and max_seconds <= 0:
-        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
-    resampler = _MonoResampler(sample_rate)
-    good_packets = bad_packets = 0
-    input_seconds = 0.0
-    last_error: Exception | None = None
-    with _open_audio(path) as (container, stream):
-        try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                    good_packets += 1
-                except av.FFmpegError as error:
-                    bad_packets += 1
-                    last_error = error
-                    continue
-                for frame in frames:
-                    resampler.feed(frame)
-                    input_seconds += frame.samples / frame.sample_rate
-                if max_seconds is not None and input_seconds >= max_seconds:
-                    break
-        except av.FFmpegError as error:
-            last_error = error
-        except ValueError as error:
-            raise AudioError(path, str(error)) from None
-    try:
-        resampler.flush()
-    except ValueError as error:
-        raise AudioError(path, str(error)) from None
-    wave = np.concatenate(resampler.chunks) if resampler.chunks else np.zeros(0, np.float32)
-    resampler.chunks.clear()
-    packets = good_packets + bad_packets
-    if bad_packets > MAX_BAD_PACKET_FRACTION * packets:
-        reason = f"{bad_packets} of {packets} packets failed to decode ({_describe(last_error)})"
-        raise AudioError(path, reason)
-    if wave.size == 0:
-        detail = f" ({_describe(last_error)})" if last_error is not None else " (zero-length or not audio)"
-        raise AudioError(path, f"no audio samples could be decoded{detail}")
-    if max_seconds is not None:
-        wave = wave[: int(round(max_seconds * sample_rate))]
-    return wave
+    return np.concatenate([np.zeros(0, np.float32), *AudioReader(path, sample_rate, max_seconds=max_seconds)])
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ class Checkpoint:
     scheduler: dict[str, Any] = field(default_factory=dict)
     epoch: int = 0  # epochs finished
     step: int = 0  # optimizer steps taken
+    seconds: float = 0.0  # seconds of training so far (what a train.minutes budget counts)
     best_eer: float = math.inf  # best validation EER so far
     val_eer: float = math.nan  # validation EER after this epoch (NaN: not validated)
     rng: dict[str, Any] = field(default_factory=dict)  # Python, numpy and torch RNG states

@@ -146,6 +146,12 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
         default=d.min_voice_seconds,
         help="tracks with less voice are rejected",
     )
+    p.add_argument(
+        "--max-track-seconds",
+        type=float,
+        default=d.max_track_seconds,
+        help="longer files are cut here, with a warning (a guard against endless streams; memory does not grow)",
+    )
     p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")
     p.add_argument(
         "--shard", type=parse_shard, default=None, metavar="K/N", help="prepare only part K of N (default: all)"
@@ -171,6 +177,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         regions="vad" if args.vad else "auto",
         max_phrase_seconds=args.max_phrase_seconds,
         min_voice_seconds=args.min_voice_seconds,
+        max_track_seconds=args.max_track_seconds,
     )
     result = prepare(
         args.catalog,
@@ -260,7 +267,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("store", type=Path, help="feature store made by `singerid prepare`")
     p.add_argument("run", type=Path, help="run folder: config.yaml, last.pt, best.pt, log.csv, tensorboard/")
-    p.add_argument("--config", type=Path, default=None, help="YAML config (configs/demo.yaml, configs/paper/*.yaml)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML config, or a shipped one by name: cpu (a 30-minute budget), demo, paper/apnl-m4, ...",
+    )
     add_overrides(p, "override config keys")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt exactly")
     p.set_defaults(handler=run_train, resumable=True)
@@ -342,7 +354,7 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
         "and writes OUT/report.md. A rerun skips finished cells and resumes a half-trained one.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("grid", type=Path, nargs="+", help="config files or folders of them (e.g. configs/paper)")
+    p.add_argument("grid", type=Path, nargs="+", help="config files or folders of them, or shipped names (paper, cpu)")
     p.add_argument("--out", type=Path, required=True, help="experiment folder")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--catalog", type=Path, help="catalog to prepare one store per separation setting from")
@@ -355,14 +367,15 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:
-    from singerid.config import ConfigError
+    from singerid.config import SHIPPED, ConfigError, find_config
     from singerid.evaluation import EvaluationOptions
     from singerid.experiment import prepare_stores, run_experiment
     from singerid.report import format_tables
     from singerid.results import load_results
     from singerid.store import read_header
 
-    configs = sorted(p for g in args.grid for p in ([g] if g.is_file() else g.glob("*.yaml")))
+    folders = [g if g.is_dir() or not (SHIPPED / g).is_dir() else SHIPPED / g for g in args.grid]  # `paper`: shipped
+    configs = sorted(p for g in folders for p in (sorted(g.glob("*.yaml")) if g.is_dir() else [find_config(g)]))
     if not configs:
         raise ConfigError(f"no YAML configs in {', '.join(map(str, args.grid))}")
     if args.catalog:
@@ -389,10 +402,13 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_embed)
 
     p = sub.add_parser(
-        "export", help="the network as a torch.export program (.pt2) for serving elsewhere", formatter_class=fmt
+        "export", help="the network as a torch.export program (.pt2) or an ONNX model", formatter_class=fmt
     )
     p.add_argument("checkpoint", type=Path, help="RUN/best.pt")
-    p.add_argument("out", type=Path, help="output .pt2 file")
+    p.add_argument("out", type=Path, help="output file (.pt2 or .onnx)")
+    p.add_argument(
+        "--format", choices=("pt2", "onnx"), default=None, help="default: from the output's suffix (.onnx: onnx)"
+    )
     p.set_defaults(handler=run_export)
 
     p = sub.add_parser(
@@ -522,8 +538,10 @@ def run_embed(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from singerid.encoder import SingerEncoder, export_model
 
-    path = export_model(SingerEncoder.load(args.checkpoint, "cpu"), args.out)
-    print(f"export: {path} (torch.export program: (batch, frames, n_mels) log-mel -> (batch, D))")
+    kind = args.format or ("onnx" if args.out.suffix.lower() == ".onnx" else "pt2")
+    path = export_model(SingerEncoder.load(args.checkpoint, "cpu"), args.out, kind)
+    what = "ONNX model" if kind == "onnx" else "torch.export program"
+    print(f"export: {path} ({what}: (batch, frames, n_mels) log-mel -> (batch, D) raw embeddings)")
     return 0
 
 
@@ -559,78 +577,58 @@ def run_score_trials(args: argparse.Namespace) -> int:
 
 
 def open_library(path: Path, device: str = "auto"):  # noqa: ANN201 - the library class lives in an optional extra
-    from singerid.encoder import SingerEncoder
+    from singerid.enrollment import library_encoder
     from singerid.library import SingerLibrary
 
     library = SingerLibrary.open(path)
-    return library, SingerEncoder.load(library.model_info["checkpoint"], device)
+    return library, library_encoder(path, library, device)
 
 
 def run_enroll(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from singerid.audio import AudioError
+    from singerid.checkpoint import load_checkpoint, weights_digest
     from singerid.encoder import SingerEncoder
-    from singerid.library import LibraryError, SingerLibrary, track_scores
+    from singerid.enrollment import (
+        bind_model,
+        check_model,
+        embed_catalog_tracks,
+        embed_store_tracks,
+        enroll_tracks,
+        library_checkpoint,
+    )
+    from singerid.library import LibraryError, SingerLibrary
+    from singerid.store import FeatureStore
 
-    encoder = SingerEncoder.load(args.checkpoint, args.device)
+    checkpoint = load_checkpoint(args.checkpoint)
+    digest = weights_digest(checkpoint.model)
+    encoder = SingerEncoder.from_checkpoint(checkpoint, args.device)
+    existing = SingerLibrary.open(args.library) if (args.library / "library.json").exists() else None
+    if existing is not None:  # the same model, or embeddings that cannot be compared
+        check_model(args.library, existing.model_info, args.checkpoint, digest)
+        if not existing.model_info.get("digest"):  # a library made before digests: its path must match
+            made_with = library_checkpoint(args.library, existing.model_info).resolve()
+            if made_with != args.checkpoint.resolve():
+                raise LibraryError(f"{args.library}: made with {made_with}; enroll with it or into a new library")
     splits = set(filter(None, args.splits.split(",")))
-    tracks: dict[str, list[np.ndarray]] = {}  # per singer, the segment embeddings of each track
-    skipped: list[str] = []
+    skipped = []
     if args.store:
-        from singerid.store import FeatureStore
-
-        store = FeatureStore(args.store)
-        chosen = [i for i, t in enumerate(store.tracks) if not splits or t.split in splits]
-        for i, segments in encoder.embed_many(chosen, store.frames):
-            tracks.setdefault(store.tracks[i].singer_id, []).append(segments)
+        tracks = embed_store_tracks(encoder, FeatureStore(args.store), splits)
     else:
-        from singerid.catalog import read_catalog
-
-        chosen_tracks = [t for t in read_catalog(args.catalog) if not splits or t.split in splits]
-        singer_of = {t.audio_path: t.singer_id for t in chosen_tracks}
-        outcomes = encoder.embed_files(list(singer_of), workers=args.workers, progress=True)
-        for path, outcome in outcomes:
-            if isinstance(outcome, AudioError):
-                skipped.append(str(outcome))
-            else:
-                tracks.setdefault(singer_of[path], []).append(outcome)
-    if (args.library / "library.json").exists():
-        library = SingerLibrary.open(args.library)
-        made_with = library.model_info.get("checkpoint")
-        if made_with != str(args.checkpoint.resolve()):
-            raise LibraryError(f"{args.library}: made with {made_with}; enroll with that checkpoint or a new library")
-    else:
-        model = {"checkpoint": str(args.checkpoint.resolve())}
-        library = SingerLibrary(encoder.embedding_dim, args.prototypes, model_info=model)
-    for singer, parts in tracks.items():
-        library.enroll(singer, np.concatenate(parts))
-    if args.threshold is not None:
-        library.threshold = args.threshold
-        threshold = f"open-set threshold {library.threshold:.3f} (given)"
-    else:
-        targets, impostors = track_scores(tracks)
-        if len(targets) and len(impostors):
-            chosen = library.calibrate_threshold(targets, impostors, args.false_accepts)
-            point = (
-                "equal error rate" if args.false_accepts is None else f"{100 * args.false_accepts:g} % false accepts"
-            )
-            threshold = (
-                f"open-set threshold {chosen:.3f} at the {point} on the enrolled tracks (leave one track out: "
-                f"{100 * np.mean(targets < chosen):.1f} % of known singers' files fall below it, "
-                f"{100 * np.mean(impostors >= chosen):.1f} % of other singers' files pass it; optimistic "
-                "for tracks the model was trained on)"
-            )
-        else:
-            threshold = "no open-set threshold (calibrating one needs two singers and a singer with two tracks)"
+        tracks, skipped = embed_catalog_tracks(encoder, args.catalog, splits, args.workers)
+    for error in skipped:
+        print(f"enroll: skipped {error}", file=sys.stderr)
+    if not tracks:
+        raise LibraryError(f"no track could be embedded ({len(skipped)} skipped); {args.library} not written")
+    model = bind_model(args.library, args.checkpoint, digest)
+    library = existing or SingerLibrary(encoder.embedding_dim, args.prototypes, model_info=model)
+    library.model_info = model  # also brings an older library's record up to date
+    threshold = enroll_tracks(library, tracks, args.threshold, args.false_accepts)
     library.save(args.library)
-    for reason in skipped:
-        print(f"enroll: skipped {reason}", file=sys.stderr)
+    enrolled = sum(map(len, tracks.values()))
     print(
-        f"enroll: {len(tracks)} singers enrolled ({sum(map(len, tracks.values()))} tracks, {len(skipped)} skipped); "
+        f"enroll: {len(tracks)} singers enrolled ({enrolled} tracks, {len(skipped)} skipped); "
         f"library {args.library} holds {len(library)} singers; {threshold}"
     )
-    return 0
+    return batch_status(enrolled, enrolled + len(skipped))
 
 
 def run_identify(args: argparse.Namespace) -> int:
@@ -688,8 +686,10 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ServeError(f"cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
     except ValueError as error:
         raise ServeError(f"serve: {error}") from None
-    print(f"serve: {len(library)} singers on http://{args.host}:{server.server_address[1]} (Ctrl-C stops)", flush=True)
-    try:
+    try:  # from here on, a stop (Ctrl-C, SIGTERM) saves the library, whenever it comes
+        print(
+            f"serve: {len(library)} singers on http://{args.host}:{server.server_address[1]} (Ctrl-C stops)", flush=True
+        )
         server.serve_forever()
     finally:
         server.server_close()

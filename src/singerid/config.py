@@ -5,8 +5,8 @@ A config file has the sections below; every key has a default, so a file names o
     model: {name: thin_resnet34, embedding_dim: 512}
     loss: {name: angleproto, init_scale: 10.0, init_bias: -5.0}   # the other keys are the loss's own Options
     batch: {singers: 400, segments: 3, crop_frames: 350}
-    optim: {lr: 0.001, decay: 0.95, decay_every: 10}
-    train: {epochs: 500, validate_every: 10}
+    optim: {lr: 0.001, decay: 0.95, decay_every: 10}        # or {schedule: cosine, warmup: 0.05}
+    train: {epochs: 500, validate_every: 10}                 # or {minutes: 30}: a time budget
 
 Overrides on the command line use dotted keys with YAML values: `--set batch.singers=100 loss.margin=0.2`.
 """
@@ -56,13 +56,16 @@ class BatchConfig:
 class OptimConfig:
     lr: float = 0.001  # Adam learning rate
     weight_decay: float = 0.0  # Adam weight decay
-    decay: float = 0.95  # learning rate factor ...
+    schedule: str = "step"  # step: the paper's (x decay every decay_every epochs) | cosine: warm-up, then cosine to 0
+    decay: float = 0.95  # step: learning rate factor ...
     decay_every: int = 10  # ... applied every this many epochs
+    warmup: float = 0.05  # cosine: the first fraction of the run (its epochs, or train.minutes) warms up linearly
 
 
 @dataclass(frozen=True)
 class TrainLoopConfig:
     epochs: int = 500  # an epoch shows every training singer `passes` times
+    minutes: float = 0.0  # > 0: stop after this many minutes of training (a budget; epochs is then an upper bound)
     passes: int = 1  # times each training singer appears per epoch
     validate_every: int = 10  # epochs between validations (EER and top-1 on the val split); 0: never
     val_segments: int = 4  # segments per val track, evenly spaced
@@ -209,6 +212,10 @@ def check(config: TrainConfig, source: str) -> None:
         raise ConfigError(f"{source}: need batch.singers >= 2 and batch.crop_frames >= 32")
     if config.train.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"{source}: train.precision must be auto, fp32 or bf16")
+    if config.optim.schedule not in ("step", "cosine"):
+        raise ConfigError(f"{source}: optim.schedule must be step or cosine, got '{config.optim.schedule}'")
+    if not 0.0 <= config.optim.warmup < 1.0 or config.train.minutes < 0:
+        raise ConfigError(f"{source}: need 0 <= optim.warmup < 1 and train.minutes >= 0")
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str) -> dict[str, Any]:
@@ -227,8 +234,25 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str)
     return data
 
 
+SHIPPED = Path(__file__).resolve().parent / "configs"  # the configs installed with the package
+
+
+def find_config(path: str | Path) -> Path:
+    """A config file as given, else one shipped with singerid by its name: `cpu`, `demo`, `paper/apnl-m4`."""
+    given = Path(path)
+    if given.exists() or given.suffix in (".yaml", ".yml"):
+        return given
+    shipped = SHIPPED / f"{given.as_posix()}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.relative_to(SHIPPED).with_suffix("").as_posix() for p in SHIPPED.rglob("*.yaml"))
+    raise ConfigError(f"{path}: no such config file, and no shipped config of that name (shipped: {', '.join(names)})")
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Reads a YAML config (or the defaults when path is None) and applies overrides."""
+    """Reads a YAML config, a shipped one by name (`cpu`, `paper/apnl-m4`), or the defaults when path is None;
+    applies overrides."""
+    path = find_config(path) if path else None
     source = str(path) if path else "defaults"
     data: Any = {}
     if path is not None:

@@ -16,7 +16,7 @@ from singerid.report import format_tables
 from singerid.results import load_results
 from singerid.synth import SynthConfig, synthesize
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data; `configs/` in a checkout links here
 DEMO_CONFIGS = ("demo.yaml", "demo-triplet.yaml")
 SEPARATIONS = ("none", "repet")
 # A-PNL on both stores shows the effect of separation; triplet on the plain store keeps the demo within 10 minutes
@@ -33,7 +33,7 @@ def run(run_dir: Path, workers: int = 1) -> int:
     configs = [CONFIG_DIR / name for name in DEMO_CONFIGS]
     missing = [str(p) for p in configs if not p.is_file()]
     if missing:
-        raise ConfigError(f"demo configs not found: {', '.join(missing)} (run the demo from a source checkout)")
+        raise ConfigError(f"demo configs not found: {', '.join(missing)} (a broken installation: reinstall singerid)")
     log("demo 1/4: synthesizing the default corpus (singerid synth)")
     metadata = synthesize(SynthConfig(), run_dir / "catalog", workers=workers)
     log(f"demo 2/4: preparing feature stores with separation {' and '.join(SEPARATIONS)} (singerid prepare)")

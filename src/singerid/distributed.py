@@ -102,3 +102,12 @@ def finish(world: Distributed) -> None:
     """Ends the process group of a distributed run."""
     if world.world_size > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def any_process(flag: bool, world: Distributed, device: torch.device) -> bool:
+    """True on every process when `flag` is true on any (the main process's clock ends a timed run for all)."""
+    if world.world_size == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

@@ -12,6 +12,8 @@ the training code.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -170,19 +172,19 @@ class SingerEncoder:
         jobs = [(Path(p), lyrics_beside(Path(p))) for p in paths]
         config = (self.frontend_config, self.features)
         bar = progress_bar(total=len(jobs), desc="embed", unit="file", disable=not progress)
-        with closing(map_in_processes(_file_frames, jobs, workers, _init_frontend, config)) as results:
-            framed = zip((path for path, _ in jobs), results)
+        with closing(map_in_processes(_file_frames, jobs, workers, _init_frontend, config)) as framed:
             for (path, outcome), embedded in self.embed_many(framed, _frames_or_none, batch_size=batch_size):
                 bar.update()
                 yield path, outcome if embedded is None else embedded
         bar.close()
 
     def embed_wave(self, wave: np.ndarray, sample_rate: int, lrc: str | Path | None = None) -> np.ndarray:
-        """The embedding (D,) of a mono signal at any rate, over its vocal regions (LRC phrases or detector)."""
+        """The embedding (D,) of a mono signal at any rate, over its vocal regions (LRC phrases or detector); a
+        short clip with less voice than the front end's minimum is embedded from what there is, with a warning."""
         wave = np.asarray(wave, dtype=np.float32)
         if sample_rate != self.features.sample_rate:
             wave = soxr.resample(wave, sample_rate, self.features.sample_rate, quality="HQ").astype(np.float32)
-        frames = self.frontend.wave_frames(wave, Path(lrc) if lrc else None).frames
+        frames = self.frontend.wave_frames(wave, Path(lrc) if lrc else None, allow_little_voice=True).frames
         return mean_embedding(self.embed_frames(frames))
 
     def embed_file(self, path: str | Path, lrc: str | Path | None = None) -> np.ndarray:
@@ -190,7 +192,7 @@ class SingerEncoder:
         path = Path(path)
         if lrc is None:
             lrc = lyrics_beside(path)
-        frames = self.frontend.file_frames(path, Path(lrc) if lrc else None).frames
+        frames = self.frontend.file_frames(path, Path(lrc) if lrc else None, allow_little_voice=True).frames
         return mean_embedding(self.embed_frames(frames))
 
 
@@ -202,13 +204,13 @@ def _init_frontend(frontend: FrontendConfig, features: FeatureConfig) -> None:
     _FRONTEND = TrackFrontend(frontend, features)
 
 
-def _file_frames(job: tuple[Path, Path | None]) -> np.ndarray | AudioError:
-    """A file's log-mel frames, or the AudioError that says why there are none (returned: a batch goes on)."""
+def _file_frames(job: tuple[Path, Path | None]) -> tuple[Path, np.ndarray | AudioError]:
+    """A file and its log-mel frames, or the AudioError that says why there are none (returned: a batch goes on)."""
     assert _FRONTEND is not None
     try:
-        return _FRONTEND.file_frames(*job).frames
+        return job[0], _FRONTEND.file_frames(*job, allow_little_voice=True).frames
     except AudioError as error:
-        return error
+        return job[0], error
 
 
 def _frames_or_none(item: tuple[Path, np.ndarray | AudioError]) -> np.ndarray | None:
@@ -238,14 +240,46 @@ def mean_embedding(segments: np.ndarray) -> np.ndarray:
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 
-def export_model(encoder: SingerEncoder, path: str | Path) -> Path:
-    """Writes the network as a `torch.export` program (.pt2): (batch, frames, n_mels) log-mel -> (batch, D) raw
-    embeddings, batch and frames dynamic; load with `torch.export.load(path).module()`. The front end (16 kHz,
-    log-mel settings in the checkpoint) is not part of the program."""
+EXPORT_FORMATS = ("pt2", "onnx")
+
+
+def export_model(encoder: SingerEncoder, path: str | Path, format: str = "pt2") -> Path:
+    """Writes the network for serving elsewhere: (batch, frames, n_mels) log-mel -> (batch, D) raw embeddings,
+    batch and frames dynamic. `pt2`: a `torch.export` program (`torch.export.load(path).module()`); `onnx`: an ONNX
+    model for onnxruntime and other runtimes (input `features`, output `embedding`; needs the `onnx` extra). The
+    front end (16 kHz, the log-mel settings of the checkpoint) is not part of either."""
+    if format not in EXPORT_FORMATS:
+        raise EncoderError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got '{format}'")
     path = Path(path)
-    example = torch.randn(2, encoder.window_frames, encoder.features.n_mels)
+    model = encoder.model.cpu().eval()
+    example = (torch.randn(2, encoder.window_frames, encoder.features.n_mels),)
     batch, frames = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("frames", min=64, max=100_000)
-    program = torch.export.export(encoder.model.cpu().eval(), (example,), dynamic_shapes=({0: batch, 1: frames},))
-    with atomic_path(path) as temporary:  # keeps the .pt2 suffix torch.export wants
-        torch.export.save(program, temporary)
+    dynamic = ({0: batch, 1: frames},)
+    if format == "pt2":
+        program = torch.export.export(model, example, dynamic_shapes=dynamic)
+        with atomic_path(path) as temporary:  # keeps the .pt2 suffix torch.export wants
+            torch.export.save(program, temporary)
+        return path
+    try:
+        import onnxscript  # noqa: F401 - torch.onnx's exporter needs it
+    except ImportError:
+        raise EncoderError("ONNX export needs the onnx extra: pip install 'singerid[onnx]'") from None
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the exporter lists every torchvision operator it skips
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="torch")  # deprecations inside the exporter, not ours
+            onnx_program = torch.onnx.export(
+                model,
+                example,
+                dynamo=True,
+                input_names=["features"],
+                output_names=["embedding"],
+                dynamic_shapes=dynamic,
+            )
+    finally:
+        quiet.setLevel(level)
+    with atomic_path(path) as temporary:
+        onnx_program.save(str(temporary))
     return path

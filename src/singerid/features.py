@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,28 +142,89 @@ def _log_mel_padded(padded: Tensor, config: FeatureConfig) -> Tensor:
     return torch.log(mel + config.log_floor)
 
 
+class CentredFramer:
+    """Cuts a signal, pushed in consecutive blocks of any size, into the samples of its centred frames,
+    ``frames_per_piece`` frames at a time.
+
+    The signal is padded with ``window // 2`` zeros in front and enough behind; frame ``i`` covers padded samples
+    ``[i * hop, i * hop + window)``, and ``n`` samples have ``1 + n // hop`` frames. Each piece is the float32
+    padded samples of its frames, ``(count - 1) * hop + window`` long; memory stays at about a piece and a block,
+    and large blocks are not copied whole.
+    """
+
+    def __init__(self, window: int, hop: int, frames_per_piece: int) -> None:
+        self.window = window
+        self.hop = hop
+        self.frames_per_piece = frames_per_piece
+        # padded samples from the first frame not yet given out, in parts joined when a piece is complete
+        self.parts = [np.zeros(window // 2, np.float32)]
+        self.held = window // 2
+        self.samples = 0
+        self.frames = 0  # frames given out
+
+    def push(self, block: np.ndarray) -> Iterator[np.ndarray]:
+        """The pieces that `block` completes (to be consumed before the next push)."""
+        step = self.frames_per_piece * self.hop
+        piece_samples = (self.frames_per_piece - 1) * self.hop + self.window
+        self.samples += len(block)
+        for first in range(0, len(block), step):
+            part = np.asarray(block[first : first + step], np.float32)
+            self.parts.append(part)
+            self.held += len(part)
+            if self.held < piece_samples:
+                continue
+            pending = np.concatenate(self.parts)
+            while len(pending) >= piece_samples:
+                yield pending[:piece_samples]
+                pending = pending[step:]
+                self.frames += self.frames_per_piece
+            self.parts, self.held = [pending], len(pending)
+
+    def finish(self) -> Iterator[np.ndarray]:
+        """The pieces left at the end of the signal."""
+        remaining = 1 + self.samples // self.hop - self.frames
+        tail = (remaining - 1) * self.hop + self.window
+        pending = np.concatenate([*self.parts, np.zeros(max(tail - self.held, 0), np.float32)])
+        for first in range(0, remaining, self.frames_per_piece):
+            count = min(self.frames_per_piece, remaining - first)
+            yield pending[first * self.hop : (first + count - 1) * self.hop + self.window]
+
+
+def centred_pieces(blocks: Iterable[np.ndarray], window: int, hop: int, frames_per_piece: int) -> Iterator[np.ndarray]:
+    """The pieces of `CentredFramer` for a signal given as consecutive blocks."""
+    framer = CentredFramer(window, hop, frames_per_piece)
+    for block in blocks:
+        yield from framer.push(block)
+    yield from framer.finish()
+
+
+def log_mel_piece(piece: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """(frames, n_mels) float32 log-mel of a piece of `CentredFramer(n_fft, hop_length, ...)`."""
+    with torch.inference_mode():
+        return _log_mel_padded(torch.from_numpy(piece).unsqueeze(0), config)[0].numpy()
+
+
+def log_mel_stream(blocks: Iterable[np.ndarray], config: FeatureConfig = FeatureConfig()) -> Iterator[np.ndarray]:
+    """`log_mel` of the signal that consecutive mono blocks make up, as (frames, n_mels) float32 chunks of
+    CHUNK_FRAMES frames (60 s): the same values, in the memory of a chunk."""
+    for piece in centred_pieces(blocks, config.n_fft, config.hop_length, CHUNK_FRAMES):
+        yield log_mel_piece(piece, config)
+
+
 def log_mel(wave: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
     """Mono ``wave`` at ``config.sample_rate`` -> (1 + len // hop_length, n_mels) float32 log-mel frames.
 
-    Long signals are processed CHUNK_FRAMES frames at a time, each chunk reading its frames' samples plus the
-    window overlap, so the result equals the whole-signal computation while memory stays bounded.
+    Long signals are processed CHUNK_FRAMES frames at a time (`log_mel_stream`), each chunk reading its frames'
+    samples plus the window overlap, so the result equals the whole-signal computation while memory stays bounded.
     """
     wave = np.asarray(wave)
     if wave.ndim != 1:
         raise ValueError(f"log_mel expects a mono (samples,) wave, got shape {wave.shape}")
-    total_frames = num_frames(wave.shape[0], config)
-    half = config.n_fft // 2
-    output = np.empty((total_frames, config.n_mels), dtype=np.float32)
-    with torch.inference_mode():
-        for first in range(0, total_frames, CHUNK_FRAMES):
-            last = min(first + CHUNK_FRAMES, total_frames)
-            # Samples of frames first..last-1 in padded coordinates are [first*hop, (last-1)*hop + n_fft).
-            start = first * config.hop_length - half
-            stop = (last - 1) * config.hop_length + config.n_fft - half
-            piece = wave[max(start, 0) : min(stop, wave.shape[0])].astype(np.float32, copy=False)
-            chunk = torch.from_numpy(np.ascontiguousarray(piece))
-            chunk = torch.nn.functional.pad(chunk, (max(-start, 0), max(stop - wave.shape[0], 0)))
-            output[first:last] = _log_mel_padded(chunk.unsqueeze(0), config)[0].numpy()
+    output = np.empty((num_frames(wave.shape[0], config), config.n_mels), dtype=np.float32)
+    first = 0
+    for chunk in log_mel_stream([wave], config):
+        output[first : first + len(chunk)] = chunk
+        first += len(chunk)
     return output
 
 

@@ -61,6 +61,7 @@ def _terminate_workers(pool: ProcessPoolExecutor) -> None:
 
 def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # terminated by the pool: end quietly (not the CLI's handler)
     limit_threads()
     if initializer is not None:
         initializer(*initargs)

@@ -36,15 +36,14 @@ from singerid.progress import progress_bar
 from singerid.separation import build_separator
 from singerid.splits import TEST_UNSEEN, TRAIN
 from singerid.store import (
-    SHARD_FRAMES,
     Fingerprint,
     Reject,
+    ShardWriter,
     StoredTrack,
     StoreError,
     StoreHeader,
     read_header,
     write_header,
-    write_shard,
 )
 
 
@@ -86,12 +85,19 @@ def fingerprint(track: Track, known: Fingerprint | None = None) -> Fingerprint:
     except OSError:
         return Fingerprint(lrc_digest=lrc_digest)  # missing: the front end rejects it and says why
     if known and known.audio_digest and (known.audio_size, known.audio_mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-        return Fingerprint(stat.st_size, stat.st_mtime_ns, known.audio_digest, lrc_digest)
+        return Fingerprint(
+            audio_size=stat.st_size,
+            audio_mtime_ns=stat.st_mtime_ns,
+            audio_digest=known.audio_digest,
+            lrc_digest=lrc_digest,
+        )
     try:
         audio_digest = file_digest(track.audio_path)
     except OSError:
         audio_digest = ""
-    return Fingerprint(stat.st_size, stat.st_mtime_ns, audio_digest, lrc_digest)
+    return Fingerprint(
+        audio_size=stat.st_size, audio_mtime_ns=stat.st_mtime_ns, audio_digest=audio_digest, lrc_digest=lrc_digest
+    )
 
 
 def _process(args: tuple[Track, Path]) -> bool:
@@ -103,23 +109,24 @@ def _process(args: tuple[Track, Path]) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
     made_from = asdict(fingerprint(track))
     try:
-        frames, method, seconds, lyrics_note = _WORKER.file_frames(track.audio_path, track.lrc_path)
+        made = _WORKER.file_frames(track.audio_path, track.lrc_path)
     except SingerIdError as error:  # the input's fault; anything else is a bug and stops the run
         reason = error.reason if isinstance(error, AudioError) else str(error)
         record = {"reject": {**asdict(Reject(str(track.audio_path), track.track_id, reason)), **made_from}}
         _write_json(folder / f"{key}.json", record)
         return False
     with atomic_path(folder / f"{key}.npy", durable=True) as temporary, temporary.open("wb") as f:
-        np.save(f, frames)
+        np.save(f, made.frames)
     record = {
         "track": {
             "singer_id": track.singer_id,
             "track_id": track.track_id,
             "split": track.split,
             "source": str(track.audio_path),
-            "method": method,
-            "voice_seconds": round(seconds, 3),
-            "lyrics_note": lyrics_note,
+            "method": made.method,
+            "voice_seconds": round(made.voice_seconds, 3),
+            "lyrics_note": made.lyrics_note,
+            "truncated_seconds": round(made.truncated_seconds, 3),
             **made_from,
         }
     }
@@ -236,8 +243,8 @@ def _plan(tracks: list[Track], header: StoreHeader, parts: Path, retry_rejects: 
         old = stored.get(track.track_id)
         reject = rejected.pop(track.track_id, None)
         if old is not None:
-            now = fingerprint(track, old.fingerprint)
-            if old.audio_digest and not now.same_content(old.fingerprint):
+            now = fingerprint(track, old)
+            if old.audio_digest and not now.same_content(old):
                 plan.changed += 1  # the audio or the lyrics changed: its frames are stale
             else:
                 relabel = (old.singer_id, old.split) != (track.singer_id, track.split)
@@ -247,8 +254,8 @@ def _plan(tracks: list[Track], header: StoreHeader, parts: Path, retry_rejects: 
                 )
                 continue
         elif reject is not None:
-            now = fingerprint(track, reject.fingerprint)
-            if not retry_rejects and (not reject.audio_digest or now.same_content(reject.fingerprint)):
+            now = fingerprint(track, reject)
+            if not retry_rejects and (not reject.audio_digest or now.same_content(reject)):
                 rejected[track.track_id] = replace(reject, **asdict(now))  # unchanged: it stays rejected
                 continue
             plan.retried += 1
@@ -333,29 +340,19 @@ def _pack(store: Path, header: StoreHeader, new_tracks: list[Track]) -> None:
     """Moves finished parts into new shard files and the index, in catalog order; then removes the parts. The
     frames of tracks prepared again stay unreferenced in their old shards."""
     parts = store / "parts"
-    buffer: list[np.ndarray] = []
-    buffered = 0
-    shard = len(header.shards)
-    for track in new_tracks:
-        path = _part_record(parts, track.track_id)
-        if not path.exists():
-            continue  # not finished (an interrupted worker): done by the next run
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if "reject" in record:
-            header.rejects.append(record_from_dict(Reject, record["reject"], str(path)))
-            continue
-        frames = np.load(path.with_suffix(".npy"))
-        if buffered + len(frames) > SHARD_FRAMES and buffer:
-            write_shard(store, shard, np.concatenate(buffer))
-            header.shards.append(buffered)
-            shard, buffer, buffered = shard + 1, [], 0
-        # singer and split are this run's (parts of an interrupted run may hold an older draw of a changed catalog)
-        stored = {**record["track"], "singer_id": track.singer_id, "split": track.split}
-        header.tracks.append(StoredTrack(**stored, shard=shard, offset=buffered, frames=len(frames)))
-        buffer.append(frames)
-        buffered += len(frames)
-    if buffer:
-        write_shard(store, shard, np.concatenate(buffer))
-        header.shards.append(buffered)
+    with ShardWriter(store, header) as shards:
+        for track in new_tracks:
+            path = _part_record(parts, track.track_id)
+            if not path.exists():
+                continue  # not finished (an interrupted worker): done by the next run
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if "reject" in record:
+                header.rejects.append(record_from_dict(Reject, record["reject"], str(path)))
+                continue
+            frames = np.load(path.with_suffix(".npy"))
+            shard, offset = shards.add(frames)
+            # singer and split are this run's (parts of an interrupted run may hold an older draw of a changed catalog)
+            stored = {**record["track"], "singer_id": track.singer_id, "split": track.split}
+            header.tracks.append(StoredTrack(**stored, shard=shard, offset=offset, frames=len(frames)))
     write_header(store, header)
     shutil.rmtree(parts, ignore_errors=True)

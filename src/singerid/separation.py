@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,14 +33,30 @@ class SeparationError(SingerIdError):
     """A separator cannot be built or cannot process its input."""
 
 
+Blocks = Callable[[], Iterable[np.ndarray]]  # a fresh iteration over a signal's consecutive blocks at each call
+
+
 class Separator(ABC):
-    """Estimates the vocal signal of a mono mixture."""
+    """Estimates the vocal signal of a mono mixture, whole (`separate`) or block by block (`separate_blocks`)."""
 
     needs_weights: ClassVar[bool] = False
 
-    @abstractmethod
     def separate(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
         """(samples,) mixture -> (samples,) float32 vocal estimate of the same length."""
+        wave = _as_mono(wave, sample_rate)
+        vocals = np.empty_like(wave)
+        filled = 0
+        for block in self.separate_blocks(lambda: [wave], sample_rate, len(wave)):
+            vocals[filled : filled + len(block)] = block
+            filled += len(block)
+        return vocals
+
+    @abstractmethod
+    def separate_blocks(self, blocks: Blocks, sample_rate: int, total_samples: int) -> Iterator[np.ndarray]:
+        """The vocal estimate of a mixture of `total_samples` samples that `blocks()` yields in consecutive mono
+        float32 blocks, as consecutive float32 blocks of any size: the same samples as `separate` of the whole,
+        in bounded memory. `blocks` may be called more than once (a separator that needs the signal's statistics
+        reads it twice)."""
 
 
 SEPARATORS: Registry[Separator] = Registry("separator")
@@ -78,41 +94,68 @@ def _as_mono(wave: np.ndarray, sample_rate: int) -> np.ndarray:
         raise SeparationError(f"separation {error}") from None
 
 
-def _in_overlapping_blocks(
-    wave: np.ndarray, block_samples: int, overlap_samples: int, process: Callable[[np.ndarray], np.ndarray]
-) -> np.ndarray:
-    """Applies `process` to equal overlapping blocks and cross-fades the results linearly.
+def _overlapping_blocks_stream(
+    blocks: Iterable[np.ndarray],
+    total: int,
+    block_samples: int,
+    overlap_samples: int,
+    process: Callable[[np.ndarray], np.ndarray],
+) -> Iterator[np.ndarray]:
+    """Applies `process` to equal overlapping blocks of a signal of `total` samples, given as consecutive blocks
+    of any size, and cross-fades the results linearly; yields the output as it is finished.
 
-    Memory stays bounded by one block and the run time is linear in the length.
+    The layout depends on `total` alone, so the output is the same however the input is cut. Memory stays bounded
+    by one block and the run time is linear in the length.
     """
-    total = len(wave)
+    source = iter(blocks)
+    buffer = np.zeros(0, np.float32)  # input from sample `offset` on
+    offset = 0
+
+    def take(start: int, end: int) -> np.ndarray:
+        nonlocal buffer, offset
+        buffer, offset = buffer[start - offset :], start
+        pieces = [buffer]
+        held = len(buffer)
+        while held < end - start:
+            block = next(source, None)
+            if block is None:
+                break
+            pieces.append(block)
+            held += len(block)
+        buffer = np.concatenate(pieces) if len(pieces) > 1 else buffer
+        return buffer[: end - start]
+
     if total <= block_samples:
-        return process(wave)
+        yield process(take(0, total))
+        return
     overlap_samples = min(overlap_samples, block_samples // 2)
     step_budget = block_samples - overlap_samples
-    blocks = math.ceil((total - overlap_samples) / step_budget)
-    block_length = math.ceil((total + (blocks - 1) * overlap_samples) / blocks)
+    count = math.ceil((total - overlap_samples) / step_budget)
+    block_length = math.ceil((total + (count - 1) * overlap_samples) / count)
     step = block_length - overlap_samples
     fade_in = (np.arange(1, overlap_samples + 1, dtype=np.float32)) / (overlap_samples + 1)
-    output = np.zeros(total, dtype=np.float32)
-    for index in range(blocks):
+    carried = np.zeros(0, np.float32)  # the faded tail of the last block, to add to the next block's head
+    for index in range(count):
         start = index * step
-        end = min(start + block_length, total)
-        estimate = process(wave[start:end])
+        estimate = process(take(start, min(start + block_length, total)))
         if index > 0:
             estimate[:overlap_samples] *= fade_in
-        if index < blocks - 1:
+            estimate[:overlap_samples] += carried
+        if index == count - 1:
+            yield estimate
+        else:
             estimate[len(estimate) - overlap_samples :] *= fade_in[::-1]
-        output[start:end] += estimate
-    return output
+            carried = estimate[step:]
+            yield estimate[:step]
 
 
 @SEPARATORS.register("none")
 class NoSeparation(Separator):
     """Identity: the mixture is passed on unchanged."""
 
-    def separate(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
-        return _as_mono(wave, sample_rate).copy()
+    def separate_blocks(self, blocks: Blocks, sample_rate: int, total_samples: int) -> Iterator[np.ndarray]:
+        for block in blocks():
+            yield _as_mono(block, sample_rate).copy()
 
 
 @SEPARATORS.register("repet")
@@ -152,12 +195,12 @@ class RepetSim(Separator):
         self.overlap_seconds = overlap_seconds
         self.rows_per_step = rows_per_step
 
-    def separate(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
-        wave = _as_mono(wave, sample_rate)
-        if len(wave) == 0:
-            return wave.copy()
-        return _in_overlapping_blocks(
-            wave,
+    def separate_blocks(self, blocks: Blocks, sample_rate: int, total_samples: int) -> Iterator[np.ndarray]:
+        if total_samples == 0:
+            return
+        yield from _overlapping_blocks_stream(
+            (_as_mono(block, sample_rate) for block in blocks()),
+            total_samples,
             block_samples=round(self.block_seconds * sample_rate),
             overlap_samples=round(self.overlap_seconds * sample_rate),
             process=lambda block: self._separate_block(block, sample_rate),
@@ -341,23 +384,29 @@ class DemucsLike(Separator):
         self.chunk_seconds = chunk_seconds
         self.overlap_seconds = overlap_seconds
 
-    def separate(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
-        wave = _as_mono(wave, sample_rate)
+    def separate_blocks(self, blocks: Blocks, sample_rate: int, total_samples: int) -> Iterator[np.ndarray]:
         expected_rate = self.model.config.sample_rate
         if sample_rate != expected_rate:
             raise SeparationError(f"these separator weights expect {expected_rate} Hz audio, got {sample_rate} Hz")
-        if len(wave) == 0:
-            return wave.copy()
-        mean = float(wave.mean())
-        scale = float(wave.std()) + _EPS
-        normalised = (wave - mean) / scale
-        vocals = _in_overlapping_blocks(
+        if total_samples == 0:
+            return
+        # the whole mixture's mean and spread, from a first reading of it
+        total = squares = 0.0
+        for block in blocks():
+            block = _as_mono(block, sample_rate).astype(np.float64)
+            total += float(block.sum())
+            squares += float(np.square(block).sum())
+        mean = total / total_samples
+        scale = math.sqrt(max(squares / total_samples - mean**2, 0.0)) + _EPS
+        normalised = ((_as_mono(block, sample_rate) - mean) / scale for block in blocks())
+        for vocals in _overlapping_blocks_stream(
             normalised,
+            total_samples,
             block_samples=round(self.chunk_seconds * sample_rate),
             overlap_samples=round(self.overlap_seconds * sample_rate),
             process=self._separate_chunk,
-        )
-        return (vocals * scale).astype(np.float32, copy=False)
+        ):
+            yield (vocals * scale).astype(np.float32, copy=False)
 
     def _separate_chunk(self, chunk: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

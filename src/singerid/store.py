@@ -35,10 +35,11 @@ class StoreError(SingerIdError):
     """A store that cannot be read or merged; the message names the folder and the reason."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Fingerprint:
     """What a track was made from: its audio file's size, modification time and content digest, and the digest of
-    its lyrics file ("" without one). A rerun of `prepare` redoes a track whose content changed."""
+    its lyrics file ("" without one). Stored and rejected tracks carry it (flat in index.json), so that a rerun of
+    `prepare` redoes a track whose content changed."""
 
     audio_size: int = -1
     audio_mtime_ns: int = -1
@@ -50,7 +51,7 @@ class Fingerprint:
 
 
 @dataclass(frozen=True)
-class StoredTrack:
+class StoredTrack(Fingerprint):
     singer_id: str
     track_id: str
     split: str
@@ -61,29 +62,14 @@ class StoredTrack:
     offset: int  # first frame in the shard
     frames: int
     lyrics_note: str = ""  # what its LRC gave: "12 phrases", "no lyrics file", "no timed phrases, 3 lines skipped"
-    audio_size: int = -1  # the Fingerprint's fields, flat in index.json
-    audio_mtime_ns: int = -1
-    audio_digest: str = ""
-    lrc_digest: str = ""
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return Fingerprint(self.audio_size, self.audio_mtime_ns, self.audio_digest, self.lrc_digest)
+    truncated_seconds: float = 0.0  # audio past FrontendConfig.max_track_seconds, not read (0: the whole file)
 
 
 @dataclass(frozen=True)
-class Reject:
+class Reject(Fingerprint):
     source: str
     track_id: str
     reason: str
-    audio_size: int = -1  # the Fingerprint's fields: a rejected file that changed is tried again
-    audio_mtime_ns: int = -1
-    audio_digest: str = ""
-    lrc_digest: str = ""
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return Fingerprint(self.audio_size, self.audio_mtime_ns, self.audio_digest, self.lrc_digest)
 
 
 @dataclass
@@ -102,10 +88,47 @@ def shard_name(index: int) -> str:
     return f"frames-{index:05d}.f16"
 
 
-def write_shard(folder: Path, index: int, frames: np.ndarray) -> None:
-    """Writes one shard file atomically and durably (it holds finished work)."""
-    with atomic_path(folder / shard_name(index), durable=True) as temporary, temporary.open("wb") as f:
-        np.ascontiguousarray(frames, dtype=np.float16).tofile(f)
+class ShardWriter:
+    """Appends tracks' frames to shard files of at most SHARD_FRAMES frames, one track at a time (memory stays that
+    of one track); each shard is written under a temporary name and renamed when full or closed."""
+
+    def __init__(self, folder: Path, header: StoreHeader) -> None:
+        self.folder, self.header = folder, header
+        self.index, self.frames = len(header.shards), 0
+        self._file: Any = None
+        self._target: Any = None
+
+    def add(self, frames: np.ndarray) -> tuple[int, int]:
+        """Writes a track's (frames, n_mels) frames; returns (shard, offset) of its first frame."""
+        if self._file is not None and self.frames + len(frames) > SHARD_FRAMES:
+            self.close()
+            self.index += 1
+        if self._file is None:
+            self._target = atomic_path(self.folder / shard_name(self.index), durable=True)
+            self._file = self._target.__enter__().open("wb")
+            self.frames = 0
+        np.ascontiguousarray(frames, dtype=np.float16).tofile(self._file)
+        offset, self.frames = self.frames, self.frames + len(frames)
+        return self.index, offset
+
+    def close(self) -> None:
+        """Finishes the shard being written (renames it into place) and records its size in the header."""
+        if self._file is None:
+            return
+        self._file.close()
+        self._target.__exit__(None, None, None)
+        self.header.shards.append(self.frames)
+        self._file = self._target = None
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        if error is None:
+            self.close()
+        elif self._file is not None:  # a failed run leaves no half shard behind
+            self._file.close()
+            self._target.__exit__(kind, error, trace)
 
 
 def write_header(folder: Path, header: StoreHeader) -> None:
@@ -225,6 +248,7 @@ class FeatureStore:
             "singers": len({t.singer_id for t in self.tracks}),
             "tracks": len(self.tracks),
             "rejects": len(self.header.rejects),
+            "truncated": sum(1 for t in self.tracks if t.truncated_seconds > 0),
             "frames": frames,
             "bytes": frames * self.features.n_mels * 2,
             "methods": dict(methods),
@@ -243,6 +267,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{summary['rejects']} rejected, {summary['frames']} frames, {summary['bytes'] / 2**20:.1f} MiB",
         f"front end: {json.dumps(summary['frontend'], ensure_ascii=False)}; regions by {summary['methods']}",
     ]
+    if summary.get("truncated"):
+        lines.append(
+            f"{summary['truncated']} tracks were longer than the front end reads and were cut "
+            "(index.json, truncated_seconds)"
+        )
     if summary.get("detector_reasons"):
         reasons = ", ".join(f"{why}: {count}" for why, count in sorted(summary["detector_reasons"].items()))
         lines.append(f"the detector found the regions of tracks with {reasons} (per track: index.json, lyrics_note)")

@@ -20,16 +20,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
 import soxr
 from scipy.signal import fftconvolve, lfilter
 
 from singerid.audio import write_audio
+from singerid.errors import SingerIdError
 from singerid.fileio import atomic_path, write_atomically
 from singerid.parallel import map_in_processes
 from singerid.progress import progress_bar
 from singerid.splits import TEST_SEEN, TEST_UNSEEN, TRAIN, VAL
 
-SYNTH_RATE = 22050  # internal rendering rate; files are resampled to SynthConfig.sample_rate
+SYNTH_RATE = 22050  # rendering rate (16 kHz for 16 kHz files); files are resampled to SynthConfig.sample_rate
 HOP = 256  # control and STFT hop at SYNTH_RATE (11.6 ms)
 N_FFT = 4 * HOP
 TABLE_SIZE = 2048
@@ -71,6 +73,10 @@ NAME_PARTS = ("Zoë", "Léa", "José", "Ana", "Noël", "Mai", "Ren", "Björn", "
 SURNAMES = ("O'Brien", "Müller", "D'Arcy", "Nuñez", "Le Grand", "Ito", "Dvořák", "Smith", "Åberg", "N'Dour")
 
 
+class SynthError(SingerIdError, ValueError):
+    """Catalog settings the synthesizer cannot honour; the message says which and why."""
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """What `singerid synth` writes; every field is a command-line option."""
@@ -89,7 +95,13 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 2):
-            raise ValueError(f"channels must be 1 or 2, got {self.channels}")
+            raise SynthError(f"channels must be 1 or 2, got {self.channels}")
+
+    @property
+    def render_rate(self) -> int:
+        """The rate the audio is rendered at: 16 kHz for files of 16 kHz or less (a quarter less to compute, and
+        nothing above 8 kHz that the files could keep), else SYNTH_RATE."""
+        return 16000 if self.sample_rate <= 16000 else SYNTH_RATE
 
     def test_singer_count(self) -> int:
         return self.test_singers or max(2, self.singers // 6)
@@ -289,10 +301,10 @@ def smooth_noise(rng: np.random.Generator, n: int, rate: float, sample_rate: int
     return np.interp(np.linspace(0, points - 1, n), np.arange(points), knots)
 
 
-def render_voice(rng: np.random.Generator, voice: SingerVoice, song: Song, n: int) -> np.ndarray:
-    """Renders the dry singing voice of a song at SYNTH_RATE, (n,) float."""
+def render_voice(rng: np.random.Generator, voice: SingerVoice, song: Song, n: int, rate: int) -> np.ndarray:
+    """Renders the dry singing voice of a song at `rate` Hz, (n,) float."""
     frames = (n + N_FFT - HOP) // HOP + 1  # the frames of `stft`; frame j is centred at (j - 1) * HOP
-    times = (np.arange(frames) - 1) * HOP / SYNTH_RATE
+    times = (np.arange(frames) - 1) * HOP / rate
     starts = np.array([s.start for s in song.syllables])
     index = np.clip(np.searchsorted(starts, times, side="right") - 1, 0, None)
     syllables = song.syllables
@@ -305,19 +317,19 @@ def render_voice(rng: np.random.Generator, voice: SingerVoice, song: Song, n: in
 
     # pitch: notes -> portamento -> vibrato, jitter
     midi = np.array([s.midi for s in syllables])[index]
-    alpha = np.exp(-HOP / SYNTH_RATE / voice.portamento)
+    alpha = np.exp(-HOP / rate / voice.portamento)
     midi = lfilter([1 - alpha], [1, -alpha], midi, zi=[midi[0] * alpha])[0]
     vibrato_ramp = np.clip((since - 0.15) / 0.25, 0, 1)
     f0_frames = 440.0 * 2 ** ((midi - 69) / 12)
-    sample_times = np.arange(n) / SYNTH_RATE
+    sample_times = np.arange(n) / rate
     f0 = np.interp(sample_times, times, f0_frames)
     ramp = np.interp(sample_times, times, vibrato_ramp)
-    rate = voice.vibrato_rate * (1 + 0.03 * smooth_noise(rng, n, 1.0, SYNTH_RATE))
-    vibrato_phase = 2 * np.pi * np.cumsum(rate) / SYNTH_RATE + rng.uniform(0, 2 * np.pi)
+    vibrato_rate = voice.vibrato_rate * (1 + 0.03 * smooth_noise(rng, n, 1.0, rate))
+    vibrato_phase = 2 * np.pi * np.cumsum(vibrato_rate) / rate + rng.uniform(0, 2 * np.pi)
     cents = voice.vibrato_depth * ramp * np.sin(vibrato_phase)
-    cents += 1200 * voice.jitter * smooth_noise(rng, n, 120.0, SYNTH_RATE)
+    cents += 1200 * voice.jitter * smooth_noise(rng, n, 120.0, rate)
     f0 = f0 * 2 ** (cents / 1200)
-    phase = np.cumsum(f0 / SYNTH_RATE)
+    phase = np.cumsum(f0 / rate)
 
     # amplitudes per frame: note attack/release, unvoiced consonants silence the glottis
     attack = np.clip(since / 0.04, 0, 1) * np.clip((ends[index] - times) / 0.06, 0, 1)
@@ -326,13 +338,13 @@ def render_voice(rng: np.random.Generator, voice: SingerVoice, song: Song, n: in
     noise_amp = np.where(in_consonant & unvoiced_consonant, 1.0, 0.0)
     voiced_amp = lfilter([0.5], [1, -0.5], voiced_amp)
     amp_samples = np.interp(sample_times, times, voiced_amp)
-    amp_samples *= 1 + voice.shimmer * smooth_noise(rng, n, 150.0, SYNTH_RATE)
+    amp_samples *= 1 + voice.shimmer * smooth_noise(rng, n, 150.0, rate)
     table = glottal_table(voice.open_quotient)
     source = table[((phase % 1.0) * TABLE_SIZE).astype(np.int64)] * amp_samples
 
     # STFT of the source; noise sources are drawn directly in the STFT domain
     spectrum = stft(source)
-    bins = np.fft.rfftfreq(N_FFT, 1 / SYNTH_RATE).astype(np.float32)
+    bins = np.fft.rfftfreq(N_FFT, 1 / rate).astype(np.float32)
     t_frames = frames
     sel = index
     targets = np.empty((t_frames, 5))
@@ -353,28 +365,29 @@ def render_voice(rng: np.random.Generator, voice: SingerVoice, song: Song, n: in
     )
     envelope *= 1 + voice.singers_formant_gain * singers[None, :]
     envelope *= np.minimum(1.0, (bins / 500.0 + 1e-9) ** (-voice.tilt))[None, :]
-    noise = rng.standard_normal(spectrum.shape) + 1j * rng.standard_normal(spectrum.shape)
-    aspiration = voice.breathiness * 8.0 * voiced_amp[:, None] * noise * (bins > 800)[None, :]
-    fricative = np.zeros(spectrum.shape)
-    if noise_amp.any():
+    noise = np.empty(spectrum.shape, np.complex64)  # complex64: the noise needs no more precision
+    noise.real = rng.standard_normal(spectrum.shape, dtype=np.float32)
+    noise.imag = rng.standard_normal(spectrum.shape, dtype=np.float32)
+    breath = (voice.breathiness * 8.0 * voiced_amp[:, None]).astype(np.float32) * (bins > 800)[None, :]
+    spectrum = (spectrum + breath * noise) * envelope
+    if noise_amp.any():  # fricatives: only the frames of unvoiced consonants
         frames_u = np.flatnonzero(noise_amp > 0)
         params = np.array([UNVOICED_CONSONANTS[syllables[i].consonant] for i in sel[frames_u]])
         shape = resonance(bins[None, :], params[:, :1], params[:, 1:2]) / (params[:, :1] / params[:, 1:2])
-        fricative[frames_u] = 6.0 * params[:, 2:3] * shape
-    spectrum = (spectrum + aspiration) * envelope + fricative * noise
+        spectrum[frames_u] += 6.0 * params[:, 2:3] * shape * noise[frames_u]
     return istft(spectrum, n)
 
 
 def stft(signal: np.ndarray) -> np.ndarray:
     """Hann-windowed STFT at HOP with N_FFT (75 % overlap), (frames, bins)."""
-    padded = np.pad(signal, (N_FFT - HOP, N_FFT))
+    padded = np.pad(signal.astype(np.float32), (N_FFT - HOP, N_FFT))
     windows = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
-    return np.fft.rfft(windows * np.hanning(N_FFT), axis=1)
+    return scipy.fft.rfft(windows * np.hanning(N_FFT).astype(np.float32), axis=1)  # complex64
 
 
 def istft(spectrum: np.ndarray, n: int) -> np.ndarray:
     """Weighted overlap-add inverse of `stft`, trimmed to n samples."""
-    frames = np.fft.irfft(spectrum, N_FFT, axis=1) * np.hanning(N_FFT)
+    frames = scipy.fft.irfft(spectrum, N_FFT, axis=1) * np.hanning(N_FFT).astype(np.float32)
     blocks = frames.reshape(len(frames), 4, HOP)
     out = np.zeros((len(frames) + 3, HOP))
     for j in range(4):
@@ -408,42 +421,44 @@ ENVELOPES = {  # (attack seconds, exponential decay per second)
 }
 
 
-def note_samples(table: np.ndarray, duration: float, midi: float, family: str) -> np.ndarray:
+def note_samples(table: np.ndarray, duration: float, midi: float, family: str, rate: int) -> np.ndarray:
     """One enveloped wavetable note."""
-    t = np.arange(int(duration * SYNTH_RATE)) / SYNTH_RATE
+    t = np.arange(int(duration * rate), dtype=np.float32) / rate
     freq = 440.0 * 2 ** ((midi - 69) / 12)
-    phase = (t * freq * TABLE_SIZE).astype(np.int64) % TABLE_SIZE
+    phase = (np.arange(t.size) * (freq * TABLE_SIZE / rate)).astype(np.int64) % TABLE_SIZE
     attack, decay = ENVELOPES[family]
-    envelope = np.minimum(1.0, t / attack) * np.exp(-decay * t) * np.minimum(1.0, (duration - t) / 0.05)
+    envelope = np.minimum(1.0, t / attack) * np.minimum(1.0, (duration - t) / 0.05)
+    if decay:
+        envelope *= np.exp(-decay * t)
     return table[phase] * envelope
 
 
-def add_at(out: np.ndarray, start: float, piece: np.ndarray) -> None:
+def add_at(out: np.ndarray, start: float, piece: np.ndarray, rate: int) -> None:
     """Adds `piece` into `out` from `start` seconds on, cut at the end of `out`."""
-    i0 = int(start * SYNTH_RATE)
+    i0 = int(start * rate)
     length = min(piece.size, out.size - i0)
     if length > 0:
         out[i0 : i0 + length] += piece[:length]
 
 
-def drum_samples(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    t = np.arange(int(0.3 * SYNTH_RATE)) / SYNTH_RATE
+def drum_samples(rng: np.random.Generator, rate: int) -> dict[str, np.ndarray]:
+    t = np.arange(int(0.3 * rate)) / rate
     kick_freq = rng.uniform(45, 70) * (1 + 3 * np.exp(-t * 40))
-    kick = np.sin(2 * np.pi * np.cumsum(kick_freq) / SYNTH_RATE) * np.exp(-t * rng.uniform(10, 20))
+    kick = np.sin(2 * np.pi * np.cumsum(kick_freq) / rate) * np.exp(-t * rng.uniform(10, 20))
     snare = (0.6 * rng.standard_normal(t.size) + 0.4 * np.sin(2 * np.pi * 190 * t)) * np.exp(-t * 25)
-    hat_len = int(0.05 * SYNTH_RATE)
-    hat = np.diff(rng.standard_normal(hat_len + 1)) * np.exp(-np.arange(hat_len) / SYNTH_RATE * 80) * 0.3
+    hat_len = int(0.05 * rate)
+    hat = np.diff(rng.standard_normal(hat_len + 1)) * np.exp(-np.arange(hat_len) / rate * 80) * 0.3
     return {"kick": kick, "snare": snare, "hat": hat}
 
 
-def render_accompaniment(rng: np.random.Generator, song: Song, n: int) -> np.ndarray:
+def render_accompaniment(rng: np.random.Generator, song: Song, n: int, rate: int) -> np.ndarray:
     """Chords, bass and drums in the song's key and tempo, stereo (2, n)."""
     out = np.zeros((2, n))
     beat = 60.0 / song.tempo
     bar = 4 * beat
     families = ("organ", "piano", "pad", "strings", "pluck")
     chosen = rng.choice(len(families), size=2, replace=False)
-    duration = n / SYNTH_RATE
+    duration = n / rate
     for k in chosen:
         family = families[k]
         table = wavetable(rng, family)
@@ -454,40 +469,40 @@ def render_accompaniment(rng: np.random.Generator, song: Song, n: int) -> np.nda
         chords: dict[int, np.ndarray] = {}
         for degree in set(song.progression):
             triad = [song.scale[(degree + j) % 7] + 12 * ((degree + j) // 7) for j in (0, 2, 4)]
-            notes = [note_samples(table, bar / per_bar, song.key_root + 12 + i, family) for i in triad]
+            notes = [note_samples(table, bar / per_bar, song.key_root + 12 + i, family, rate) for i in triad]
             chords[degree] = gain / 3 * np.sum(notes, axis=0)
         for b in range(int(duration / bar) + 1):
             for h in range(per_bar):
-                add_at(channel, b * bar + h * bar / per_bar, chords[song.progression[b % len(song.progression)]])
+                add_at(channel, b * bar + h * bar / per_bar, chords[song.progression[b % len(song.progression)]], rate)
         out[0] += channel * np.sqrt((1 - pan) / 2)
         out[1] += channel * np.sqrt((1 + pan) / 2)
     bass_table = wavetable(rng, "pluck")
     bass = np.zeros(n)
-    bass_notes = {i: 0.6 * note_samples(bass_table, beat, song.key_root + i, "pluck") for i in song.scale}
+    bass_notes = {i: 0.6 * note_samples(bass_table, beat, song.key_root + i, "pluck", rate) for i in song.scale}
     for i in range(int(duration / beat) + 1):
         degree = song.progression[int(i * beat / bar) % len(song.progression)]
         interval = song.scale[degree] if i % 2 == 0 else song.scale[(degree + 4) % 7]
-        add_at(bass, i * beat, bass_notes[interval])
+        add_at(bass, i * beat, bass_notes[interval], rate)
     out += bass
     if rng.random() < 0.85:
-        drums = drum_samples(rng)
+        drums = drum_samples(rng, rate)
         hits = np.zeros(n)
         for i in range(int(duration / beat * 2) + 1):
             for name, gain, every in (("kick", 0.9, 4), ("snare", 0.5, 4), ("hat", 0.4, 1)):
                 offset = 2 if name == "snare" else 0
                 if (i - offset) % every == 0:
-                    add_at(hits, i * beat / 2, gain * drums[name])
+                    add_at(hits, i * beat / 2, gain * drums[name], rate)
         out += hits
     return out
 
 
-def apply_effect(rng: np.random.Generator, dry: np.ndarray) -> np.ndarray:
+def apply_effect(rng: np.random.Generator, dry: np.ndarray, rate: int) -> np.ndarray:
     """A per-track reverb (decaying noise impulse) or feedback delay on the voice, stereo (2, n)."""
     n = dry.size
     if rng.random() < 0.6:
         rt60 = rng.uniform(0.3, 1.8)
-        length = int(min(rt60, 1.2) * SYNTH_RATE)
-        t = np.arange(length) / SYNTH_RATE
+        length = int(min(rt60, 1.2) * rate)
+        t = np.arange(length) / rate
         decay = np.exp(-6.9 * t / rt60)
         wet = rng.uniform(0.1, 0.35)
         out = np.empty((2, n))
@@ -497,7 +512,7 @@ def apply_effect(rng: np.random.Generator, dry: np.ndarray) -> np.ndarray:
             ir[0] += 1.0
             out[c] = fftconvolve(dry, ir)[:n]
         return out
-    delay = int(rng.uniform(0.12, 0.4) * SYNTH_RATE)
+    delay = int(rng.uniform(0.12, 0.4) * rate)
     feedback = rng.uniform(0.2, 0.45)
     wet = dry.copy()
     for tap in range(1, 5):
@@ -522,14 +537,15 @@ def render_track(config: SynthConfig, plan: TrackPlan) -> tuple[np.ndarray, np.n
     rng = track_rng(config.seed, plan.singer_index, plan.track_index)
     style = rng.standard_normal(4)  # small within-singer variation from song to song
     voice = SingerVoiceVariation.apply(voice, style)
-    n = int(config.seconds * SYNTH_RATE)
+    rate = config.render_rate
+    n = int(config.seconds * rate)
     song = compose_song(rng, voice, config.seconds)
-    dry = render_voice(rng, voice, song, n)
-    vocals = apply_effect(rng, dry)
-    music = render_accompaniment(rng, song, n)
+    dry = render_voice(rng, voice, song, n, rate)
+    vocals = apply_effect(rng, dry, rate)
+    music = render_accompaniment(rng, song, n, rate)
     voiced = np.zeros(n, bool)
     for start, end, _ in song.phrases:
-        voiced[int(start * SYNTH_RATE) : int(end * SYNTH_RATE)] = True
+        voiced[int(start * rate) : int(end * rate)] = True
     ratio_db = rng.uniform(-5.0, 10.0)
     vocal_level = rms(vocals[:, voiced]) if voiced.any() else 1.0
     vocals *= rms(music) * 10 ** (ratio_db / 20) / vocal_level
@@ -538,8 +554,8 @@ def render_track(config: SynthConfig, plan: TrackPlan) -> tuple[np.ndarray, np.n
     mix, vocals = mix * scale, vocals * scale
     if config.channels == 1:
         mix, vocals = mix.mean(axis=0, keepdims=True), vocals.mean(axis=0, keepdims=True)
-    out_mix = soxr.resample(mix.T, SYNTH_RATE, config.sample_rate, quality="HQ").T
-    out_vocals = soxr.resample(vocals.T, SYNTH_RATE, config.sample_rate, quality="HQ").T if config.stems else None
+    out_mix = soxr.resample(mix.T, rate, config.sample_rate, quality="HQ").T
+    out_vocals = soxr.resample(vocals.T, rate, config.sample_rate, quality="HQ").T if config.stems else None
     return np.clip(out_mix, -1, 1).astype(np.float32), out_vocals, song
 
 
@@ -593,9 +609,9 @@ def plan_catalog(config: SynthConfig) -> list[TrackPlan]:
     test tracks for some seen singers; unseen singers have test tracks only."""
     k = config.test_singer_count()
     if config.singers < 2 * k + 1 or config.tracks < 2:
-        raise ValueError(f"need at least {2 * k + 1} singers and 2 tracks per singer for {k} test singers")
+        raise SynthError(f"need at least {2 * k + 1} singers and 2 tracks per singer for {k} test singers")
     if config.test_tracks < 7:
-        raise ValueError("test singers need at least 7 test tracks (6 enrollment songs and a query song)")
+        raise SynthError("test singers need at least 7 test tracks (6 enrollment songs and a query song)")
     plans = []
     seen = config.singers - k
     for s in range(config.singers):

@@ -5,11 +5,17 @@ One `train()` runs on a CPU, on one GPU, or under torchrun on many GPUs and node
 (best validation EER), log.csv and tensorboard/ events. `resume=True` continues from last.pt exactly: model, loss
 parameters, optimiser, scheduler, epoch and RNG states (batches and crops are seeded by (seed, epoch), so they
 repeat too).
+
+The learning rate follows the paper's step schedule (x0.95 every 10 epochs), or `optim.schedule: cosine`: a
+linear warm-up over the first `optim.warmup` of the run, then a cosine to zero at its end. With `train.minutes`
+the run is a time budget: it stops after that many minutes of training (the last epoch cut short, validated and
+saved), and the cosine spans the budget, so a person can say "train for 15 minutes" and get a finished schedule.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import random
 import sys
 import time
@@ -29,6 +35,7 @@ from singerid.checkpoint import Checkpoint, CheckpointError, build_model, load_c
 from singerid.config import TrainConfig, dump_config
 from singerid.distributed import (
     Distributed,
+    any_process,
     barrier,
     check_same_start,
     finish,
@@ -201,6 +208,8 @@ class Trainer:
             self.optimizer, step_size=config.optim.decay_every, gamma=config.optim.decay
         )
         self.start_epoch, self.step, self.best_eer, self.last_eer = 0, 0, float("inf"), float("nan")
+        self.seconds = 0.0  # of training, over every resumed part of the run
+        self.out_of_time = False
         self.sampler = SingerBatchSampler(
             singer_tracks,
             [t.frames for t in self.store.tracks],
@@ -235,6 +244,7 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.scheduler.load_state_dict(checkpoint.scheduler)
         self.start_epoch, self.step, self.best_eer = checkpoint.epoch, checkpoint.step, checkpoint.best_eer
+        self.seconds = checkpoint.seconds
         set_rng_states(checkpoint.rng)
 
     def distribute(self) -> None:
@@ -259,7 +269,7 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         self.model.train()
         started = time.perf_counter()
-        totals = np.zeros(2)
+        totals, steps = np.zeros(2), 0
         bar = progress_bar(
             self.loader,
             desc=f"epoch {epoch + 1}/{self.config.train.epochs}",
@@ -268,6 +278,8 @@ class Trainer:
             disable=not (progress and self.world.main),
         )
         for features, labels in bar:
+            if self.config.optim.schedule == "cosine":
+                self.set_learning_rate()
             features = features.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             with self.autocast():
@@ -278,6 +290,7 @@ class Trainer:
             out.loss.backward()
             self.optimizer.step()
             self.step += 1
+            steps += 1
             totals += (out.loss.item(), out.accuracy.item())
             elapsed = time.perf_counter() - started
             bar.set_postfix(
@@ -285,10 +298,32 @@ class Trainer:
                 acc=f"{out.accuracy.item():.2f}",
                 seg_s=f"{(bar.n + 1) * n * m / max(elapsed, 1e-9):.0f}",
             )
-        self.scheduler.step()
+            budget = self.config.train.minutes * 60
+            if budget and any_process(self.seconds + elapsed >= budget, self.world, self.device):
+                self.out_of_time = True
+                break
+        bar.close()
+        if self.config.optim.schedule == "step":
+            self.scheduler.step()
         seconds = time.perf_counter() - started
-        loss, accuracy = totals / max(len(self.sampler), 1)
-        return EpochStats(loss, accuracy, len(self.sampler) * n * m / max(seconds, 1e-9), seconds)
+        self.seconds += seconds
+        loss, accuracy = totals / max(steps, 1)
+        return EpochStats(loss, accuracy, steps * n * m / max(seconds, 1e-9), seconds)
+
+    def set_learning_rate(self) -> None:
+        """The cosine schedule: linear warm-up, then a cosine to zero, over the epochs or the time budget."""
+        optim, loop = self.config.optim, self.config.train
+        if loop.minutes:
+            progress = self.seconds / (loop.minutes * 60)
+        else:
+            progress = self.step / max(loop.epochs * len(self.sampler), 1)
+        progress = min(max(progress, 0.0), 1.0)
+        if progress < optim.warmup:
+            factor = (progress + 1e-3) / optim.warmup
+        else:
+            factor = 0.5 * (1 + math.cos(math.pi * (progress - optim.warmup) / (1 - optim.warmup)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = optim.lr * min(factor, 1.0)
 
     def checkpoint(self, epoch: int, val_eer: float) -> Checkpoint:
         """The run's state after `epoch` epochs."""
@@ -304,6 +339,7 @@ class Trainer:
             scheduler=self.scheduler.state_dict(),
             epoch=epoch,
             step=self.step,
+            seconds=self.seconds,
             best_eer=self.best_eer,
             val_eer=val_eer,
             rng=rng_states(),
@@ -312,7 +348,8 @@ class Trainer:
     def end_epoch(self, epoch: int, stats: EpochStats, progress: bool) -> None:
         """Validates when due, writes the checkpoints and the log (main process only)."""
         loop = self.config.train
-        validate_now = loop.validate_every > 0 and ((epoch + 1) % loop.validate_every == 0 or epoch + 1 == loop.epochs)
+        last = epoch + 1 == loop.epochs or self.out_of_time
+        validate_now = loop.validate_every > 0 and ((epoch + 1) % loop.validate_every == 0 or last)
         val_eer = val_top1 = float("nan")
         if validate_now:
             val_eer, val_top1 = validate(self.core, self.store, self.singers, self.config, self.device)
@@ -323,7 +360,7 @@ class Trainer:
         if improved or not np.isfinite(self.best_eer):  # until a validation gives a number, best follows last
             checkpoint.save(self.run / "best.pt")
         checkpoint.save(self.run / "last.pt")  # after best.pt: a kill between them loses no best model
-        values = (epoch + 1, self.step, stats.loss, stats.accuracy, self.scheduler.get_last_lr()[0])
+        values = (epoch + 1, self.step, stats.loss, stats.accuracy, self.optimizer.param_groups[0]["lr"])
         values += (stats.segments_per_second, val_eer, val_top1, stats.seconds)
         row = dict(zip(LOG_COLUMNS, values))
         append_log(self.run / "log.csv", row)
@@ -366,16 +403,21 @@ def train(
                 file=sys.stderr,
             )
     stats = EpochStats(float("nan"), float("nan"), 0.0, 0.0)
+    epochs = trainer.start_epoch
+    budget = config.train.minutes * 60
     for epoch in range(trainer.start_epoch, config.train.epochs):
+        if budget and trainer.seconds >= budget:
+            break  # a resumed run whose budget is spent
         stats = trainer.run_epoch(epoch, progress)
+        epochs = epoch + 1
         if world.main:
             trainer.end_epoch(epoch, stats, progress)
         barrier(world)
+        if trainer.out_of_time:
+            break
     trainer.close()
     finish(world)
-    return TrainResult(
-        run, config.train.epochs, trainer.best_eer, trainer.last_eer, stats.segments_per_second, world.main
-    )
+    return TrainResult(run, epochs, trainer.best_eer, trainer.last_eer, stats.segments_per_second, world.main)
 
 
 def append_log(path: Path, row: dict[str, float]) -> None:
