@@ -277,3 +277,13 @@ def test_protocol_notes_explain_small_groups_and_skipped_singers() -> None:
     ]
     many = SystemResult.from_dict({"system": {"name": "x"}, "singers": {"seen": 40, "unseen": 40}})
     assert protocol_notes([]) == [] and protocol_notes([many]) == []
+
+
+def test_an_embedding_map_of_many_singers_draws_a_seeded_sample_of_them(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    embeddings = np.repeat(5.0 * rng.standard_normal((60, 16)), 3, axis=0) + rng.standard_normal((180, 16))
+    labels = [f"s{i:03d}" for i in range(60) for _ in range(3)]
+    for name in ("a.png", "b.png"):
+        plot_embedding_map(embeddings, labels, tmp_path / name, "many", max_singers=10)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()  # the same singers each time
+    assert_png(tmp_path / "a.png", 5_000)

@@ -130,30 +130,38 @@ class SingerEncoder:
         )
 
     def embed_many(
-        self, frame_sets: Iterable[Item], frames_of: Callable[[Item], np.ndarray | None], *, batch_size: int = 64
+        self,
+        frame_sets: Iterable[Item],
+        frames_of: Callable[[Item], np.ndarray | None],
+        *,
+        hop_frames: int | None = None,
+        batch_size: int = 64,
+        normalize: bool = True,
     ) -> Iterator[tuple[Item, np.ndarray | None]]:
-        """Unit-norm window embeddings (n_windows, D) of many tracks, in their order, with the windows of several
-        tracks in one forward pass (what keeps a GPU busy); an item whose `frames_of` is None passes through as None."""
+        """Window embeddings (n_windows, D) of many tracks, in their order, unit norm unless `normalize` is False,
+        with the windows of several tracks in one forward pass (per-call overhead dominates small batches on a CPU,
+        and a GPU wants large ones); an item whose `frames_of` is None passes through as None."""
+        hop = hop_frames or self.window_frames
         pending: list[tuple[Item, np.ndarray | None]] = []
         waiting = 0
         for item in frame_sets:
             frames = frames_of(item)
-            batch = None if frames is None else windows(np.asarray(frames), self.window_frames, self.window_frames)
+            batch = None if frames is None else windows(np.asarray(frames), self.window_frames, hop)
             pending.append((item, batch))
             waiting += 0 if batch is None else len(batch)
             if waiting >= batch_size:
-                yield from self._flush(pending, batch_size)
+                yield from self._flush(pending, batch_size, normalize)
                 pending, waiting = [], 0
-        yield from self._flush(pending, batch_size)
+        yield from self._flush(pending, batch_size, normalize)
 
     def _flush(
-        self, pending: list[tuple[Item, np.ndarray | None]], batch_size: int
+        self, pending: list[tuple[Item, np.ndarray | None]], batch_size: int, normalize: bool
     ) -> Iterator[tuple[Item, np.ndarray | None]]:
         ready = [batch for _, batch in pending if batch is not None]
         if ready:
             stacked = np.concatenate(ready)
             embedded = np.concatenate(
-                [self._forward(stacked[i : i + batch_size], True) for i in range(0, len(stacked), batch_size)]
+                [self._forward(stacked[i : i + batch_size], normalize) for i in range(0, len(stacked), batch_size)]
             )
         offset = 0
         for item, batch in pending:

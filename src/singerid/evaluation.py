@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -41,15 +41,23 @@ from singerid.results import SystemInfo, SystemResult
 from singerid.splits import TEST_SEEN, TEST_SPLITS, TEST_UNSEEN, TRAIN
 from singerid.store import FeatureStore
 
+Item = TypeVar("Item")
+
 
 class Embedder(Protocol):
     window_frames: int
     metric: str  # how its embeddings compare: cosine | sqeuclidean
     cache_key: str  # names its cached embeddings: changes whenever its embeddings would
 
-    def embed_frames(
-        self, frames: np.ndarray, hop_frames: int | None = None, *, normalize: bool = True
-    ) -> np.ndarray: ...
+    def embed_many(
+        self,
+        frame_sets: Iterable[Item],
+        frames_of: Callable[[Item], np.ndarray | None],
+        *,
+        hop_frames: int | None = None,
+        batch_size: int = 64,
+        normalize: bool = True,
+    ) -> Iterator[tuple[Item, np.ndarray | None]]: ...
 
 
 class MfccStatistics:
@@ -73,11 +81,25 @@ class MfccStatistics:
         mfcc = dct(batch, type=2, norm="ortho", axis=-1)[..., : self.coefficients]
         return np.concatenate([mfcc.mean(1), mfcc.std(1)], axis=1)
 
-    def embed_frames(self, frames: np.ndarray, hop_frames: int | None = None, *, normalize: bool = True) -> np.ndarray:
-        """Standardised statistics per window, unit norm (always: the baseline is compared by cosine)."""
+    def embed_frames(self, frames: np.ndarray, hop_frames: int | None = None) -> np.ndarray:
+        """Standardised statistics per window, unit norm (the baseline is compared by cosine)."""
         stats = self._raw(windows(np.asarray(frames), self.window_frames, hop_frames or self.window_frames))
         stats = (stats - self.mean) / self.std
         return (stats / np.linalg.norm(stats, axis=1, keepdims=True)).astype(np.float32)
+
+    def embed_many(
+        self,
+        frame_sets: Iterable[Item],
+        frames_of: Callable[[Item], np.ndarray | None],
+        *,
+        hop_frames: int | None = None,
+        batch_size: int = 64,
+        normalize: bool = True,
+    ) -> Iterator[tuple[Item, np.ndarray | None]]:
+        """`embed_frames` of each track (numpy is fast per track: no batching needed)."""
+        for item in frame_sets:
+            frames = frames_of(item)
+            yield item, None if frames is None else self.embed_frames(frames, hop_frames)
 
 
 def untrained_encoder(
@@ -111,9 +133,12 @@ def test_embeddings(
         if set(data.files) == {t.track_id for _, t in tracks}:
             return [TrackEmbeddings(t.singer_id, t.track_id, t.split, data[t.track_id]) for _, t in tracks]
     result = []
-    for i, t in progress_bar(tracks, desc=f"embed {name}".strip(), unit="track", disable=not progress, leave=False):
-        segments = embedder.embed_frames(store.frames(i), hop_frames, normalize=False)
+    bar = progress_bar(total=len(tracks), desc=f"embed {name}".strip(), unit="track", disable=not progress, leave=False)
+    embedded = embedder.embed_many(tracks, lambda entry: store.frames(entry[0]), hop_frames=hop_frames, normalize=False)
+    for (_, t), segments in embedded:
         result.append(TrackEmbeddings(t.singer_id, t.track_id, t.split, segments))
+        bar.update()
+    bar.close()
     if cache is not None:
         with atomic_path(cache) as temporary:
             np.savez(temporary, **{e.track_id: e.segments for e in result})

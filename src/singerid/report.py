@@ -65,6 +65,7 @@ _DET_TICKS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
 _DET_LIMITS = (0.0005, 0.95)
 _DET_CLIP = 1e-6  # rates of exactly 0 or 1 are drawn at this distance from the edge (off the axes)
 _TSNE_MIN_POINTS = 6
+MAP_SINGERS = 40  # singers drawn on an embedding map at most
 
 
 @dataclass(frozen=True)
@@ -397,8 +398,12 @@ def _embedding_coordinates(embeddings: np.ndarray) -> tuple[np.ndarray, str]:
     return coordinates, "PCA"
 
 
-def plot_embedding_map(embeddings: np.ndarray, labels: Sequence[str], path: Path, title: str) -> None:
-    """A 2-D map of embeddings coloured by singer (legend up to 20 singers); the method is named in the title."""
+def plot_embedding_map(
+    embeddings: np.ndarray, labels: Sequence[str], path: Path, title: str, max_singers: int = MAP_SINGERS
+) -> None:
+    """A 2-D map of embeddings coloured by singer (legend up to 20 singers); the method is named in the title. With
+    more than `max_singers` singers, as many of them (drawn with a fixed seed) are mapped: more would not be
+    readable, and t-SNE's time grows with the points."""
     matrix = np.asarray(embeddings, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] < 2:
         raise ValueError(f"embeddings must be an (n >= 2, D) matrix, got shape {matrix.shape}")
@@ -406,9 +411,15 @@ def plot_embedding_map(embeddings: np.ndarray, labels: Sequence[str], path: Path
         raise ValueError(f"{len(labels)} labels for {matrix.shape[0]} embeddings")
     if not np.all(np.isfinite(matrix)):
         raise ValueError("embeddings must be finite")
-    coordinates, method = _embedding_coordinates(matrix)
     label_array = np.asarray([str(label) for label in labels])
-    singers = sorted(set(label_array.tolist()))
+    every = sorted(set(label_array.tolist()))
+    singers = every
+    if len(every) > max_singers:
+        singers = sorted(np.random.default_rng(0).choice(every, max_singers, replace=False).tolist())
+        kept = np.isin(label_array, singers)
+        matrix, label_array = matrix[kept], label_array[kept]
+        title = f"{title}, {max_singers} of {len(every)} singers"
+    coordinates, method = _embedding_coordinates(matrix)
     figure = Figure(figsize=(7.0, 6.0))
     axes = figure.add_subplot()
     for singer, colour in zip(singers, _colours(len(singers))):
