@@ -247,7 +247,7 @@ def test_remove_and_reenroll(clusters):
     assert "singer01" not in [match.singer_id for match in library.identify(clusters["singer01"][12])]
     with pytest.raises(KeyError, match="not enrolled"):
         library.remove("singer01")
-    library.enroll("singer00", clusters["singer05"][:10])  # re-enrolling replaces the old embeddings
+    library.enroll("singer00", clusters["singer05"][:10], replace=True)  # replaces the old embeddings
     assert len(library) == 2
     assert library.identify(clusters["singer05"][12])[0].singer_id == "singer00"
     assert library.verify("singer00", clusters["singer00"][12], threshold=0.5).accepted is False
@@ -306,3 +306,38 @@ def test_singer_ids_match_in_any_unicode_form(clusters) -> None:
     assert library.similar(decomposed, top_k=1)[0].singer_id == "Beyoncé"
     with pytest.raises(KeyError, match="did you mean 'Beyoncé'"):
         library.verify("Beyonce", clusters["singer01"][0], threshold=0.5)
+
+
+def test_enrolling_more_tracks_adds_to_a_singer(clusters, tmp_path):
+    """An enrolled singer given more segments has the centroid of all of them, also after a save and open."""
+    library = SingerLibrary(DIM)
+    library.enroll("singer00", clusters["singer00"][:4])
+    library.save(tmp_path / "lib")
+    reopened = SingerLibrary.open(tmp_path / "lib")
+    reopened.enroll("singer00", clusters["singer00"][4:10])
+    whole = SingerLibrary(DIM)
+    whole.enroll("singer00", clusters["singer00"][:10])
+    np.testing.assert_allclose(reopened.prototypes_of("singer00"), whole.prototypes_of("singer00"), atol=1e-5)
+
+
+def test_a_large_library_searches_a_graph_saved_with_it(clusters, tmp_path, monkeypatch):
+    """Past EXACT_LIMIT prototypes the library builds an HNSW graph, saves it and reads it back instead of
+    rebuilding; replaced singers' old rows are never returned."""
+    import singerid.library as library_module
+
+    monkeypatch.setattr(library_module, "EXACT_LIMIT", 5)
+    library = SingerLibrary(DIM)
+    singers = sorted(clusters)
+    for singer in singers:
+        library.enroll(singer, clusters[singer][:10])
+    queries = np.stack([clusters[singer][12] for singer in singers])
+    answers = [matches[0].singer_id for matches in library.identify_batch(queries, top_k=3)]
+    assert library.built_with == ("HNSW32", "efSearch=128") and answers == singers
+    library.save(tmp_path / "lib")
+    assert (tmp_path / "lib" / "index.faiss").is_file()
+    reopened = SingerLibrary.open(tmp_path / "lib")
+    assert reopened._index is not None and reopened._index.ntotal == len(singers)  # read, not rebuilt
+    assert [m[0].singer_id for m in reopened.identify_batch(queries, top_k=3)] == singers
+    reopened.enroll(singers[0], clusters[singers[1]][:10], replace=True)  # its old rows stay in the graph, dead
+    matches = reopened.identify(clusters[singers[0]][12], top_k=len(singers))
+    assert [m.singer_id for m in matches].count(singers[0]) == 1 and len(matches) == len(singers)

@@ -181,7 +181,10 @@ def test_similar(server):
 
 
 def test_enroll_then_identify(server, tones):
-    assert call(server, "POST", "/enroll?singer_id=dave", tones[550]) == (200, {"enrolled": "dave", "singers": 4})
+    assert call(server, "POST", "/enroll?singer_id=dave", tones[550]) == (
+        200,
+        {"enrolled": "dave", "replaced": False, "singers": 4},
+    )
     status, answer = call(server, "POST", "/identify?top_k=1", tones[550])
     assert status == 200 and answer["unknown"] is False
     assert answer["matches"] == [{"singer_id": "dave", "score": pytest.approx(1.0, abs=1e-5)}]
@@ -216,7 +219,7 @@ def test_a_server_fault_is_a_500_without_details(tones, caplog):
     with running(library, lambda wave, sample_rate: np.ones(3, np.float32)) as address:  # wrong dim: a bug
         status, answer = call(address, "POST", "/identify", tones[220])
     assert (status, answer) == (500, {"error": "internal server error; see the server log"})
-    assert "embed() returned shape (3,), expected (8,)" in caplog.text  # the details stay in the server log
+    assert "embed() returned shape (1, 3), expected (8,) or (n, 8)" in caplog.text  # the details stay in the server log
 
 
 def test_a_bug_in_the_encoder_is_a_500_not_a_client_error(tones, caplog):
@@ -250,7 +253,7 @@ def test_multipart_forms_are_uploads_like_raw_bodies(tones):
         assert call(address, "POST", "/verify?singer_id=carol", body, headers)[1]["accepted"] is True
         body, headers = form(("cover", "cover.wav", tones[220]), ("file", "song.wav", tones[550]))
         status, answer = call(address, "POST", "/enroll?singer_id=dave", body, headers)
-        assert (status, answer) == (200, {"enrolled": "dave", "singers": 4})
+        assert (status, answer) == (200, {"enrolled": "dave", "replaced": False, "singers": 4})
         assert call(address, "POST", "/identify?top_k=1", tones[330])[1]["matches"][0]["singer_id"] == "bob"
     # the tone's bytes hold lone \r and \n: a parser that translated line ends would have changed the samples
     assert tones[330].count(b"\r") and tones[330].count(b"\n")
@@ -406,3 +409,16 @@ def test_exposure_warning_off_loopback_without_a_token(host):
     warning = exposure_warning(host, None)
     assert warning is not None and "without a token" in warning and "--token" in warning and "\n" not in warning
     assert exposure_warning(host, "s3cret-token") is None
+
+
+def test_enroll_adds_to_a_singer_unless_told_to_replace(tones):
+    """/enroll means what `singerid enroll` means: the clip's windows join what the singer has; replace=1 starts
+    the singer afresh."""
+    library = SingerLibrary(DIM)
+    library.enroll("alice", TONE_EMBEDDINGS[220])
+    with running(library, fake_embed) as address:
+        assert call(address, "POST", "/enroll?singer_id=alice", tones[330])[1]["replaced"] is False
+        both = unit(TONE_EMBEDDINGS[220] + TONE_EMBEDDINGS[330])
+        np.testing.assert_allclose(library.prototypes_of("alice")[0], both, atol=1e-6)
+        assert call(address, "POST", "/enroll?singer_id=alice&replace=1", tones[440])[1]["replaced"] is True
+        np.testing.assert_allclose(library.prototypes_of("alice")[0], TONE_EMBEDDINGS[440], atol=1e-6)

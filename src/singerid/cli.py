@@ -437,6 +437,11 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--splits", default="", help="only tracks of these splits, comma-separated; empty: all")
     p.add_argument("--prototypes", type=int, default=1, help="prototypes per singer (k-means; 1 = the centroid)")
     p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace what an enrolled singer had by these tracks (default: add them to it)",
+    )
+    p.add_argument(
         "--threshold",
         type=float,
         default=None,
@@ -589,11 +594,11 @@ def run_enroll(args: argparse.Namespace) -> int:
     from singerid.encoder import SingerEncoder
     from singerid.enrollment import (
         bind_model,
+        catalog_singers,
         check_model,
-        embed_catalog_tracks,
-        embed_store_tracks,
-        enroll_tracks,
+        enroll_singers,
         library_checkpoint,
+        store_singers,
     )
     from singerid.library import LibraryError, SingerLibrary
     from singerid.store import FeatureStore
@@ -609,26 +614,25 @@ def run_enroll(args: argparse.Namespace) -> int:
             if made_with != args.checkpoint.resolve():
                 raise LibraryError(f"{args.library}: made with {made_with}; enroll with it or into a new library")
     splits = set(filter(None, args.splits.split(",")))
-    skipped = []
+    skipped: list = []
     if args.store:
-        tracks = embed_store_tracks(encoder, FeatureStore(args.store), splits)
+        singers = store_singers(encoder, FeatureStore(args.store), splits)
     else:
-        tracks, skipped = embed_catalog_tracks(encoder, args.catalog, splits, args.workers)
-    for error in skipped:
-        print(f"enroll: skipped {error}", file=sys.stderr)
-    if not tracks:
-        raise LibraryError(f"no track could be embedded ({len(skipped)} skipped); {args.library} not written")
+        singers = catalog_singers(encoder, args.catalog, splits, args.workers, skipped)
     model = bind_model(args.library, args.checkpoint, digest)
     library = existing or SingerLibrary(encoder.embedding_dim, args.prototypes, model_info=model)
     library.model_info = model  # also brings an older library's record up to date
-    threshold = enroll_tracks(library, tracks, args.threshold, args.false_accepts)
+    enrolled = enroll_singers(library, singers, args.threshold, args.false_accepts, replace=args.replace)
+    for error in skipped:
+        print(f"enroll: skipped {error}", file=sys.stderr)
+    if not enrolled.tracks:
+        raise LibraryError(f"no track could be embedded ({len(skipped)} skipped); {args.library} not written")
     library.save(args.library)
-    enrolled = sum(map(len, tracks.values()))
     print(
-        f"enroll: {len(tracks)} singers enrolled ({enrolled} tracks, {len(skipped)} skipped); "
-        f"library {args.library} holds {len(library)} singers; {threshold}"
+        f"enroll: {enrolled.singers} singers enrolled ({enrolled.tracks} tracks, {len(skipped)} skipped); "
+        f"library {args.library} holds {len(library)} singers; {enrolled.threshold}"
     )
-    return batch_status(enrolled, enrolled + len(skipped))
+    return batch_status(enrolled.tracks, enrolled.tracks + len(skipped))
 
 
 def run_identify(args: argparse.Namespace) -> int:
@@ -675,7 +679,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         server = make_server(
             library,
-            encoder.embed_wave,
+            encoder.wave_segments,
             args.host,
             args.port,
             max_bytes=int(args.max_upload_mb * 2**20),

@@ -186,14 +186,18 @@ class SingerEncoder:
                 yield path, outcome if embedded is None else embedded
         bar.close()
 
-    def embed_wave(self, wave: np.ndarray, sample_rate: int, lrc: str | Path | None = None) -> np.ndarray:
-        """The embedding (D,) of a mono signal at any rate, over its vocal regions (LRC phrases or detector); a
-        short clip with less voice than the front end's minimum is embedded from what there is, with a warning."""
+    def wave_segments(self, wave: np.ndarray, sample_rate: int, lrc: str | Path | None = None) -> np.ndarray:
+        """The unit-norm window embeddings (n, D) of a mono signal at any rate (see `embed_wave`)."""
         wave = np.asarray(wave, dtype=np.float32)
         if sample_rate != self.features.sample_rate:
             wave = soxr.resample(wave, sample_rate, self.features.sample_rate, quality="HQ").astype(np.float32)
         frames = self.frontend.wave_frames(wave, Path(lrc) if lrc else None, allow_little_voice=True).frames
-        return mean_embedding(self.embed_frames(frames))
+        return self.embed_frames(frames)
+
+    def embed_wave(self, wave: np.ndarray, sample_rate: int, lrc: str | Path | None = None) -> np.ndarray:
+        """The embedding (D,) of a mono signal at any rate, over its vocal regions (LRC phrases or detector); a
+        short clip with less voice than the front end's minimum is embedded from what there is, with a warning."""
+        return mean_embedding(self.wave_segments(wave, sample_rate, lrc))
 
     def embed_file(self, path: str | Path, lrc: str | Path | None = None) -> np.ndarray:
         """The embedding (D,) of an audio file; lyrics from `lrc`, else a same-named .lrc beside the file."""

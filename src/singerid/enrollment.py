@@ -1,7 +1,8 @@
 """Enrolling singers into a library, and the bond between a library and the model that embeds for it.
 
-`embed_store_tracks` and `embed_catalog_tracks` give each singer's tracks as window embeddings; `enroll_tracks`
-enrolls them and calibrates the open-set threshold. A library records its model by the digest of its weights and
+`store_singers` and `catalog_singers` give each singer with its tracks' window embeddings, one singer at a time;
+`enroll_singers` enrolls them as they come (memory holds the library's vectors, not the catalog's embeddings) and
+calibrates the open-set threshold. A library records its model by the digest of its weights and
 by a path relative to the library folder (`bind_model`), so that a run folder moved together with its library
 still works, and `library_encoder` refuses a checkpoint whose weights are not the ones the library was made with
 (embeddings of another model are not comparable).
@@ -9,8 +10,10 @@ still works, and `library_encoder` refuses a checkpoint whose weights are not th
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,8 @@ from singerid.encoder import SingerEncoder
 from singerid.library import LibraryError, SingerLibrary, track_scores
 from singerid.store import FeatureStore
 
-SingerTracks = dict[str, list[np.ndarray]]  # per singer, the (windows, D) embeddings of each of its tracks
+SingerSegments = tuple[str, list[np.ndarray]]  # a singer and the (windows, D) embeddings of each of its tracks
+CALIBRATION_SINGERS = 2000  # singers whose tracks calibrate the open-set threshold (memory stays bounded)
 
 
 def bind_model(library_folder: Path, checkpoint: Path, digest: str) -> dict[str, Any]:
@@ -57,38 +61,76 @@ def library_encoder(library_folder: Path, library: SingerLibrary, device: str = 
     return SingerEncoder.from_checkpoint(checkpoint, device)
 
 
-def embed_store_tracks(encoder: SingerEncoder, store: FeatureStore, splits: Collection[str]) -> SingerTracks:
-    """The tracks of a store (of `splits`, or all), from their stored frames."""
-    tracks: SingerTracks = {}
-    chosen = [i for i, t in enumerate(store.tracks) if not splits or t.split in splits]
-    for i, segments in encoder.embed_many(chosen, store.frames):
-        tracks.setdefault(store.tracks[i].singer_id, []).append(segments)
-    return tracks
+def store_singers(encoder: SingerEncoder, store: FeatureStore, splits: Collection[str]) -> Iterator[SingerSegments]:
+    """Each singer of a store (of `splits`, or all) with its tracks' window embeddings, one singer at a time."""
+    chosen = sorted(
+        (i for i, t in enumerate(store.tracks) if not splits or t.split in splits),
+        key=lambda i: store.tracks[i].singer_id,
+    )
+    embedded = ((store.tracks[i].singer_id, segments) for i, segments in encoder.embed_many(chosen, store.frames))
+    yield from _by_singer(embedded)
 
 
-def embed_catalog_tracks(
-    encoder: SingerEncoder, catalog: Path, splits: Collection[str], workers: int = 1
-) -> tuple[SingerTracks, list[AudioError]]:
-    """The tracks of a catalog (of `splits`, or all) from their audio files, and the files that could not be used."""
-    singer_of = {t.audio_path: t.singer_id for t in read_catalog(catalog) if not splits or t.split in splits}
-    tracks: SingerTracks = {}
-    skipped = []
-    for path, outcome in encoder.embed_files(list(singer_of), workers=workers, progress=True):
-        if isinstance(outcome, AudioError):
-            skipped.append(outcome)
-        else:
-            tracks.setdefault(singer_of[path], []).append(outcome)
-    return tracks, skipped
+def catalog_singers(
+    encoder: SingerEncoder, catalog: Path, splits: Collection[str], workers: int, skipped: list[AudioError]
+) -> Iterator[SingerSegments]:
+    """Each singer of a catalog (of `splits`, or all) with its tracks' window embeddings from their audio files,
+    one singer at a time; the files that cannot be used are appended to `skipped`."""
+    tracks = sorted((t for t in read_catalog(catalog) if not splits or t.split in splits), key=lambda t: t.singer_id)
+    singer_of = {t.audio_path: t.singer_id for t in tracks}
+
+    def embedded() -> Iterator[tuple[str, np.ndarray]]:
+        for path, outcome in encoder.embed_files(list(singer_of), workers=workers, progress=True):
+            if isinstance(outcome, AudioError):
+                skipped.append(outcome)
+            else:
+                yield singer_of[path], outcome
+
+    yield from _by_singer(embedded())
 
 
-def enroll_tracks(
-    library: SingerLibrary, tracks: SingerTracks, threshold: float | None = None, false_accepts: float | None = None
+def _by_singer(tracks: Iterable[tuple[str, np.ndarray]]) -> Iterator[SingerSegments]:
+    """Consecutive tracks of one singer gathered: (singer, [its tracks' windows])."""
+    for singer, group in itertools.groupby(tracks, key=lambda entry: entry[0]):
+        yield singer, [segments for _, segments in group]
+
+
+@dataclass
+class Enrolled:
+    """What an enrolment did."""
+
+    singers: int
+    tracks: int
+    threshold: str  # the open-set threshold set, in words
+
+
+def enroll_singers(
+    library: SingerLibrary,
+    singers: Iterable[SingerSegments],
+    threshold: float | None = None,
+    false_accepts: float | None = None,
+    calibration_singers: int = CALIBRATION_SINGERS,
+    *,
+    replace: bool = False,
+) -> Enrolled:
+    """Enrolls each singer from its tracks' windows as they come (nothing but the library's vectors stays in
+    memory, whatever the number of singers), and sets the open-set threshold: the one given, else calibrated at
+    `false_accepts` (or at the equal error rate) on the tracks of the first `calibration_singers` singers (leave
+    one track out). A singer enrolled already gets these tracks added, or replaced by them (`replace`)."""
+    calibration: dict[str, list[np.ndarray]] = {}
+    count = tracks = 0
+    for singer, parts in singers:
+        library.enroll(singer, np.concatenate(parts), replace=replace)
+        count, tracks = count + 1, tracks + len(parts)
+        if len(calibration) < calibration_singers:
+            calibration[singer] = parts
+    return Enrolled(count, tracks, calibrate(library, calibration, threshold, false_accepts) if count else "")
+
+
+def calibrate(
+    library: SingerLibrary, tracks: dict[str, list[np.ndarray]], threshold: float | None, false_accepts: float | None
 ) -> str:
-    """Enrolls each singer from its tracks' windows and sets the open-set threshold: the one given, else calibrated
-    on the enrolled tracks (leave one track out) at `false_accepts`, or at the equal error rate; returns what was
-    set, in words."""
-    for singer, parts in tracks.items():
-        library.enroll(singer, np.concatenate(parts))
+    """Sets the library's open-set threshold (given, or calibrated on `tracks`); returns what was set, in words."""
     if threshold is not None:
         library.threshold = threshold
         return f"open-set threshold {library.threshold:.3f} (given)"

@@ -45,7 +45,13 @@ LIBRARY_FORMAT = "singerid-library"
 LIBRARY_VERSION = 1
 METADATA_FILE = "library.json"
 VECTORS_FILE = "vectors.npy"
+INDEX_FILE = "index.faiss"
 KMEANS_ITERATIONS = 20
+# index_factory "auto": exact search up to this many prototypes (p50 under 5 ms per query on one core, measured in
+# benchmarks/bench_library.py), a graph (HNSW) above it, searched with this breadth (recall@5 >= 0.98 there).
+EXACT_LIMIT = 50_000
+GRAPH_FACTORY, GRAPH_PARAMETERS = "HNSW32", "efSearch=128"
+REBUILD_DEAD_FRACTION = 0.1  # rows of replaced or removed singers left in the index before it is rebuilt
 
 
 class LibraryError(SingerIdError, ValueError):
@@ -166,7 +172,7 @@ class SingerLibrary:
         prototypes: int = 1,
         threshold: float | None = None,
         *,
-        index_factory: str = "Flat",
+        index_factory: str = "auto",
         index_parameters: str = "",
         model_info: Mapping[str, Any] | None = None,
         seed: int = 0,
@@ -174,9 +180,10 @@ class SingerLibrary:
         """A library of ``dim``-dimensional embeddings.
 
         ``prototypes``: per singer (1 = the centroid). ``threshold``: for open-set rejection and verification.
-        ``index_factory`` / ``index_parameters``: the faiss index ("Flat": exact) and its search settings
-        ("nprobe=32" for IVF). ``model_info``: free JSON metadata saved with the library (e.g. checkpoint path
-        and hash). ``seed``: seeds the k-means of every singer.
+        ``index_factory`` / ``index_parameters``: the faiss index and its search settings; "auto" (the default)
+        is exact ("Flat") up to EXACT_LIMIT prototypes and a graph ("HNSW32", efSearch 128) above; any factory
+        string works ("IVF4096,Flat" with "nprobe=32", ...). ``model_info``: free JSON metadata saved with the
+        library (the model's checkpoint and digest). ``seed``: seeds the k-means of every singer.
         """
         if not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
@@ -194,12 +201,15 @@ class SingerLibrary:
             raise ValueError(f"model_info must be JSON-serialisable: {error}") from error
         self.seed = seed
         self._vectors: dict[str, np.ndarray] = {}
+        self._totals: dict[str, tuple[int, float]] = {}  # per singer: segments enrolled, norm of their sum
         self._lock = threading.RLock()
         # The index holds the prototypes of _indexed_singers; _row_owner maps each index row to a position there.
         self._index: Any = None
         self._indexed_singers: list[str] = []
-        self._row_owner = np.zeros(0, dtype=np.int64)
+        self._position: dict[str, int] = {}  # singer -> its position in _indexed_singers
+        self._row_owner = np.zeros(0, dtype=np.int64)  # -1: a row of a replaced or removed singer
         self._pending: list[str] = []
+        self.built_with = ("", "")  # the index factory and parameters in use (auto resolved)
 
     @property
     def singers(self) -> list[str]:
@@ -219,27 +229,44 @@ class SingerLibrary:
 
     # -- enrolment -------------------------------------------------------------------------------------------
 
-    def enroll(self, singer_id: str, embeddings: np.ndarray) -> None:
-        """Enroll (or re-enroll, replacing) a singer from its (n, dim) segment embeddings."""
+    def enroll(self, singer_id: str, embeddings: np.ndarray, *, replace: bool = False) -> None:
+        """Enroll a singer from its (n, dim) segment embeddings; for a singer enrolled already, the segments are
+        added to what it has (its centroid is that of all its segments), unless `replace`."""
         if not isinstance(singer_id, str) or not singer_id:
             raise LibraryError(f"singer_id must be a non-empty string, got {singer_id!r}")
         singer_id = singer_key(singer_id)
         segments = _unit_rows(embeddings, self.dim, f"embeddings of {singer_id!r}")
-        prototypes = self._fit_prototypes(segments)
         with self._lock:
-            replacing = singer_id in self._vectors
+            known = singer_id in self._vectors and not replace
+            count, norm = self._totals[singer_id] if known else (0, 0.0)
+            total = segments.sum(axis=0)  # the running sum of unit segments: the centroid's direction
+            if known and self.prototypes == 1:
+                total = total + self._vectors[singer_id][0] * norm
+                prototypes = self._fit_prototypes(total[None, :])
+            elif known:  # k-means again, the old prototypes standing for the segments they summed up
+                old = np.repeat(self._vectors[singer_id], max(1, min(count // self.prototypes, 100)), axis=0)
+                prototypes = self._fit_prototypes(np.concatenate([old, segments]))
+            else:
+                prototypes = self._fit_prototypes(segments)
+            self._totals[singer_id] = (count + len(segments), float(np.linalg.norm(total)))
+            indexed = singer_id in self._vectors and self._index is not None and singer_id not in self._pending
             self._vectors[singer_id] = prototypes
-            if replacing:
-                self._index = None
-            elif self._index is not None:
+            if indexed:
+                self._retire(singer_id)
+            if self._index is not None and singer_id not in self._pending:
                 self._pending.append(singer_id)
 
     def remove(self, singer_id: str) -> None:
         """Remove an enrolled singer; KeyError if it is not enrolled."""
         with self._lock:
             self._prototypes(singer_id)
-            del self._vectors[singer_key(singer_id)]
-            self._index = None
+            key = singer_key(singer_id)
+            if self._index is not None and key not in self._pending:
+                self._retire(key)
+            if key in self._pending:
+                self._pending.remove(key)
+            del self._vectors[key]
+            del self._totals[key]
 
     def _fit_prototypes(self, segments: np.ndarray) -> np.ndarray:
         """The centroid (k = 1), the segments themselves (n <= k), or k spherical k-means centres."""
@@ -275,42 +302,64 @@ class SingerLibrary:
 
     # -- the index -------------------------------------------------------------------------------------------
 
+    def _retire(self, singer_id: str) -> None:
+        """Marks an indexed singer's rows dead (graph indexes cannot remove rows); a rebuild clears them later."""
+        position = self._position[singer_id]
+        self._row_owner[self._row_owner == position] = -1
+
     def _sync_index(self) -> None:
-        """Bring the index up to date: append newly enrolled singers, or rebuild after a removal."""
-        if self._index is None or (self._pending and not self._index.is_trained):
+        """Bring the index up to date: append newly enrolled singers, or rebuild when too many rows are dead."""
+        dead = int(np.sum(self._row_owner < 0))
+        too_dead = dead > REBUILD_DEAD_FRACTION * max(len(self._row_owner), 1)
+        if self._index is None or (self._pending and not self._index.is_trained) or too_dead:
             self._build_index()
         elif self._pending:
-            first_owner = len(self._indexed_singers)
-            self._indexed_singers.extend(self._pending)
-            self._add_rows(self._stack(self._pending), self._pending, first_owner)
+            new = [singer for singer in self._pending if singer not in self._position]
+            for singer in new:
+                self._position[singer] = len(self._indexed_singers)
+                self._indexed_singers.append(singer)
+            self._add_rows(self._stack(self._pending), self._pending)
             self._pending = []
 
-    def _build_index(self) -> None:
+    def resolved_index(self, rows: int) -> tuple[str, str]:
+        """The faiss factory and parameters for `rows` prototypes: as given, or "auto" resolved by size."""
+        if self.index_factory != "auto":
+            return self.index_factory, self.index_parameters
+        return ("Flat", "") if rows <= EXACT_LIMIT else (GRAPH_FACTORY, GRAPH_PARAMETERS)
+
+    def _build_index(self, index: Any = None) -> None:
+        """A new index of every singer's prototypes (or `index`, read from disk, which holds exactly them)."""
         self._indexed_singers = list(self._vectors)
+        self._position = {singer: i for i, singer in enumerate(self._indexed_singers)}
         self._pending = []
         self._row_owner = np.zeros(0, dtype=np.int64)
-        self._index = faiss.index_factory(self.dim, self.index_factory, faiss.METRIC_INNER_PRODUCT)
-        if self.index_parameters:
-            faiss.ParameterSpace().set_index_parameters(self._index, self.index_parameters)
         vectors = self._stack(self._indexed_singers)
+        factory, parameters = self.resolved_index(len(vectors))
+        self.built_with = (factory, parameters)
+        if index is not None:
+            self._index = index
+            self._add_rows(None, self._indexed_singers)
+            return
+        self._index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
+        if parameters:
+            faiss.ParameterSpace().set_index_parameters(self._index, parameters)
         if not self._index.is_trained and len(vectors):
             try:
                 self._index.train(vectors)
             except RuntimeError as error:
-                raise LibraryError(
-                    f"cannot train index {self.index_factory!r} on {len(vectors)} prototypes: {error}"
-                ) from error
-        self._add_rows(vectors, self._indexed_singers, first_owner=0)
+                raise LibraryError(f"cannot train index {factory!r} on {len(vectors)} prototypes: {error}") from error
+        self._add_rows(vectors, self._indexed_singers)
 
     def _stack(self, singer_ids: list[str]) -> np.ndarray:
         if not singer_ids:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate([self._vectors[singer] for singer in singer_ids])
 
-    def _add_rows(self, vectors: np.ndarray, singer_ids: list[str], first_owner: int) -> None:
+    def _add_rows(self, vectors: np.ndarray | None, singer_ids: list[str]) -> None:
+        """Adds the singers' prototypes to the index (None: they are in it already) and records their rows."""
         counts = [len(self._vectors[singer]) for singer in singer_ids]
-        owners = np.repeat(np.arange(first_owner, first_owner + len(singer_ids), dtype=np.int64), counts)
-        if len(vectors) and self._index.is_trained:
+        owners = np.repeat(np.array([self._position[s] for s in singer_ids], dtype=np.int64), counts)
+        if vectors is not None and len(vectors) and self._index.is_trained:
             self._index.add(vectors)
         self._row_owner = np.concatenate([self._row_owner, owners])
 
@@ -320,7 +369,7 @@ class SingerLibrary:
         A singer has at most ``prototypes`` rows, so the best ``top_k * prototypes`` rows hold at least
         ``top_k`` distinct singers; among each singer's rows the first (best) one gives its score.
         """
-        rows_wanted = min(self._index.ntotal, top_k * self.prototypes)
+        rows_wanted = min(self._index.ntotal, top_k * self.prototypes + int(np.sum(self._row_owner < 0)))
         if rows_wanted == 0:
             empty = np.full((len(queries), top_k), -1, dtype=np.int64)
             return empty, np.full((len(queries), top_k), -np.inf, dtype=np.float32)
@@ -441,12 +490,22 @@ class SingerLibrary:
     # -- files -----------------------------------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> None:
-        """Write ``library.json`` and ``vectors.npy`` into ``folder``, each atomically (temp file + rename)."""
+        """Write ``library.json`` and ``vectors.npy`` into ``folder``, each atomically (temp file + rename), and
+        ``index.faiss`` when the index is not exact (a graph of 10^6 singers takes minutes to build)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             singers = list(self._vectors)
             vectors = self._stack(singers)
+            factory, parameters = self.resolved_index(len(vectors))
+            graph = factory != "Flat" and len(vectors) > 0
+            if graph:  # the file must hold exactly these rows, in this order
+                self._sync_index()
+                if (self._row_owner < 0).any() or self._indexed_singers != singers:
+                    self._build_index()
+                with atomic_path(folder / INDEX_FILE, durable=True) as temporary:
+                    faiss.write_index(self._index, str(temporary))
+            totals = [self._totals[singer] for singer in singers]
             metadata = {
                 "format": LIBRARY_FORMAT,
                 "version": LIBRARY_VERSION,
@@ -457,7 +516,11 @@ class SingerLibrary:
                 "index_parameters": self.index_parameters,
                 "seed": self.seed,
                 "model": self.model_info,
-                "singers": [{"id": singer, "rows": len(self._vectors[singer])} for singer in singers],
+                "index": {"factory": factory, "parameters": parameters, "file": INDEX_FILE if graph else None},
+                "singers": [
+                    {"id": singer, "rows": len(self._vectors[singer]), "segments": count, "norm": norm}
+                    for singer, (count, norm) in zip(singers, totals)
+                ],
             }
         with atomic_path(folder / VECTORS_FILE, durable=True) as temporary:
             np.save(temporary, vectors, allow_pickle=False)
@@ -503,6 +566,17 @@ class SingerLibrary:
         offsets = np.cumsum([0, *rows])
         for entry, start, stop in zip(metadata["singers"], offsets[:-1], offsets[1:]):
             library._vectors[entry["id"]] = np.ascontiguousarray(vectors[start:stop])
+            # libraries written before the totals were kept: each prototype stands for one segment
+            library._totals[entry["id"]] = (entry.get("segments", entry["rows"]), entry.get("norm", 1.0))
+        index_file = (metadata.get("index") or {}).get("file")
+        if index_file and (folder / index_file).is_file():
+            try:
+                index = faiss.read_index(str(folder / index_file))
+            except RuntimeError as error:
+                raise LibraryError(f"{folder / index_file}: unreadable index ({error})") from error
+            if index.ntotal != len(vectors):
+                raise LibraryError(f"{folder / index_file}: holds {index.ntotal} rows, the library {len(vectors)}")
+            library._build_index(index)
         return library
 
 

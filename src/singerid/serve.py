@@ -10,11 +10,12 @@ Endpoints (every response is JSON; errors are ``{"error": "..."}`` and never a t
                                are still listed) or the library is empty
 ``POST /verify?singer_id=X``   body: audio -> ``{"singer_id", "score", "accepted", "threshold"}``
 ``GET  /similar?singer_id=X``  ``&top_k=5`` -> ``{"matches": [...]}``
-``POST /enroll?singer_id=X``   body: audio -> ``{"enrolled": X, "singers": n}``; enrolls (or re-enrolls) the
-                               singer from the clip's embedding (``singerid serve`` saves the library when
-                               it stops, on Ctrl-C or SIGTERM). Ids are any Unicode text except empty or
-                               blank ones, ones over 200 characters, and ones with control characters or
-                               path separators (see ``check_singer_id``).
+``POST /enroll?singer_id=X``   body: audio -> ``{"enrolled": X, "replaced": false, "singers": n}``; adds the
+                               clip's windows to the singer (a new singer is created), as ``singerid enroll``
+                               adds tracks; ``&replace=1`` replaces what the singer had (``singerid serve``
+                               saves the library when it stops, on Ctrl-C or SIGTERM). Ids are any Unicode
+                               text except empty or blank ones, ones over 200 characters, and ones with
+                               control characters or path separators (see ``check_singer_id``).
 =============================  ===========================================================================
 
 Uploads: the audio is either the raw body (``curl --data-binary @song.wav``) or a ``multipart/form-data`` form
@@ -406,8 +407,9 @@ class _Handler(BaseHTTPRequestHandler):
         path.write_bytes(content)
         return path
 
-    def _uploaded_embedding(self) -> np.ndarray:
-        """Receive the upload; then, at most ``max_decodes`` at a time, decode it as audio and ``embed`` it."""
+    def _uploaded_segments(self) -> np.ndarray:
+        """Receive the upload; then, at most ``max_decodes`` at a time, decode it as audio and ``embed`` it: its
+        (n, dim) window embeddings (an ``embed`` that gives one (dim,) embedding counts as one window)."""
         with tempfile.TemporaryDirectory(prefix="singerid-upload-") as folder:
             path = Path(folder) / "upload"
             self._receive_body(path)
@@ -420,10 +422,11 @@ class _Handler(BaseHTTPRequestHandler):
                     raise RequestError(
                         HTTPStatus.BAD_REQUEST, f"could not decode the uploaded audio: {error.reason}"
                     ) from error
-                embedding = np.asarray(self.server.embed(wave, SAMPLE_RATE), dtype=np.float32)
-        if embedding.shape != (self.server.library.dim,):
-            raise RuntimeError(f"embed() returned shape {embedding.shape}, expected ({self.server.library.dim},)")
-        return embedding
+                segments = np.atleast_2d(np.asarray(self.server.embed(wave, SAMPLE_RATE), dtype=np.float32))
+        dim = self.server.library.dim
+        if segments.ndim != 2 or segments.shape[1] != dim or not len(segments):
+            raise RuntimeError(f"embed() returned shape {segments.shape}, expected ({dim},) or (n, {dim})")
+        return segments
 
     # -- endpoints -------------------------------------------------------------------------------------------
 
@@ -434,7 +437,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _identify(self) -> dict[str, Any]:
         top_k = self._top_k()
         library = self.server.library
-        matches = library.identify(self._uploaded_embedding(), top_k, open_set=False)
+        matches = library.identify(self._uploaded_segments(), top_k, open_set=False)
         threshold = library.threshold
         unknown = not matches or (threshold is not None and matches[0].score < threshold)
         return {"matches": [match_json(match) for match in matches], "unknown": unknown}
@@ -443,7 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
         singer_id = self._known_singer()
         if self.server.library.threshold is None:
             raise RequestError(HTTPStatus.BAD_REQUEST, "the library has no verification threshold; calibrate one")
-        verification = self.server.library.verify(singer_id, self._uploaded_embedding())
+        verification = self.server.library.verify(singer_id, self._uploaded_segments().mean(axis=0))
         return {
             "singer_id": verification.singer_id,
             "score": verification.score,
@@ -457,11 +460,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _enroll(self) -> dict[str, Any]:
         singer_id = check_singer_id(self._parameter("singer_id"))
-        embedding = self._uploaded_embedding()
+        replace = self.query.get("replace", ["0"])[0].lower() in ("1", "true", "yes")
+        segments = self._uploaded_segments()
         with self.server.enroll_lock:
-            self.server.library.enroll(singer_id, embedding)
+            self.server.library.enroll(singer_id, segments, replace=replace)
             singers = len(self.server.library)
-        return {"enrolled": singer_id, "singers": singers}
+        return {"enrolled": singer_id, "replaced": replace, "singers": singers}
 
 
 _ROUTES: dict[str, dict[str, Callable[[_Handler], dict[str, Any]]]] = {

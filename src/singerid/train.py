@@ -165,6 +165,15 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def cosine_factor(progress: float, warmup: float) -> float:
+    """The cosine schedule's learning-rate factor at `progress` (0 to 1) of the run: a linear warm-up to 1 over the
+    first `warmup` of it, then half a cosine down to 0 at its end."""
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup:
+        return min((progress + 1e-3) / warmup, 1.0)
+    return 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
+
+
 @dataclass(frozen=True)
 class TrainResult:
     run: Path
@@ -317,13 +326,8 @@ class Trainer:
             progress = self.seconds / (loop.minutes * 60)
         else:
             progress = self.step / max(loop.epochs * len(self.sampler), 1)
-        progress = min(max(progress, 0.0), 1.0)
-        if progress < optim.warmup:
-            factor = (progress + 1e-3) / optim.warmup
-        else:
-            factor = 0.5 * (1 + math.cos(math.pi * (progress - optim.warmup) / (1 - optim.warmup)))
         for group in self.optimizer.param_groups:
-            group["lr"] = optim.lr * min(factor, 1.0)
+            group["lr"] = optim.lr * cosine_factor(progress, optim.warmup)
 
     def checkpoint(self, epoch: int, val_eer: float) -> Checkpoint:
         """The run's state after `epoch` epochs."""
