@@ -320,19 +320,20 @@ def test_enrolling_more_tracks_adds_to_a_singer(clusters, tmp_path):
     np.testing.assert_allclose(reopened.prototypes_of("singer00"), whole.prototypes_of("singer00"), atol=1e-5)
 
 
-def test_a_large_library_searches_a_graph_saved_with_it(clusters, tmp_path, monkeypatch):
-    """Past EXACT_LIMIT prototypes the library builds an HNSW graph, saves it and reads it back instead of
-    rebuilding; replaced singers' old rows are never returned."""
+def test_a_large_library_searches_an_approximate_index_saved_with_it(clusters, tmp_path, monkeypatch):
+    """Past EXACT_LIMIT prototypes the library builds an inverted-file index, saves it and reads it back instead of
+    training and building it again; replaced singers' old rows are never returned."""
     import singerid.library as library_module
 
     monkeypatch.setattr(library_module, "EXACT_LIMIT", 5)
+    monkeypatch.setattr(library_module, "PROBED_FRACTION", 1)  # every list searched: answers as exact as Flat
     library = SingerLibrary(DIM)
     singers = sorted(clusters)
     for singer in singers:
         library.enroll(singer, clusters[singer][:10])
     queries = np.stack([clusters[singer][12] for singer in singers])
     answers = [matches[0].singer_id for matches in library.identify_batch(queries, top_k=3)]
-    assert library.built_with == ("HNSW32", "efSearch=128") and answers == singers
+    assert library.built_with == ("IVF8,Flat", "nprobe=8") and answers == singers  # 70 singers: 8 lists
     library.save(tmp_path / "lib")
     assert (tmp_path / "lib" / "index.faiss").is_file()
     reopened = SingerLibrary.open(tmp_path / "lib")

@@ -48,9 +48,11 @@ VECTORS_FILE = "vectors.npy"
 INDEX_FILE = "index.faiss"
 KMEANS_ITERATIONS = 20
 # index_factory "auto": exact search up to this many prototypes (p50 under 5 ms per query on one core, measured in
-# benchmarks/bench_library.py), a graph (HNSW) above it, searched with this breadth (recall@5 >= 0.98 there).
+# benchmarks/bench_library.py); above it an inverted file of about sqrt(rows) lists, trained when the index is
+# built, of which a sixteenth is searched (recall@5 against exact search: docs/BENCHMARKS.md).
 EXACT_LIMIT = 50_000
-GRAPH_FACTORY, GRAPH_PARAMETERS = "HNSW32", "efSearch=128"
+PROBED_FRACTION = 16  # 1/16 of the lists is searched
+TRAINING_POINTS_PER_LIST = 64  # k-means of the lists on at most this many prototypes per list
 REBUILD_DEAD_FRACTION = 0.1  # rows of replaced or removed singers left in the index before it is rebuilt
 
 
@@ -181,9 +183,9 @@ class SingerLibrary:
 
         ``prototypes``: per singer (1 = the centroid). ``threshold``: for open-set rejection and verification.
         ``index_factory`` / ``index_parameters``: the faiss index and its search settings; "auto" (the default)
-        is exact ("Flat") up to EXACT_LIMIT prototypes and a graph ("HNSW32", efSearch 128) above; any factory
-        string works ("IVF4096,Flat" with "nprobe=32", ...). ``model_info``: free JSON metadata saved with the
-        library (the model's checkpoint and digest). ``seed``: seeds the k-means of every singer.
+        is exact ("Flat") up to EXACT_LIMIT prototypes and an inverted file above ("IVF1024,Flat", nprobe 64 at
+        10^6); any factory string works ("HNSW32" with "efSearch=128", ...). ``model_info``: free JSON metadata
+        saved with the library (the model's checkpoint and digest). ``seed``: seeds the k-means of every singer.
         """
         if not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
@@ -325,7 +327,10 @@ class SingerLibrary:
         """The faiss factory and parameters for `rows` prototypes: as given, or "auto" resolved by size."""
         if self.index_factory != "auto":
             return self.index_factory, self.index_parameters
-        return ("Flat", "") if rows <= EXACT_LIMIT else (GRAPH_FACTORY, GRAPH_PARAMETERS)
+        if rows <= EXACT_LIMIT:
+            return "Flat", ""
+        lists = 2 ** round(math.log2(math.sqrt(rows)))
+        return f"IVF{lists},Flat", f"nprobe={max(1, lists // PROBED_FRACTION)}"
 
     def _build_index(self, index: Any = None) -> None:
         """A new index of every singer's prototypes (or `index`, read from disk, which holds exactly them)."""
@@ -344,8 +349,11 @@ class SingerLibrary:
         if parameters:
             faiss.ParameterSpace().set_index_parameters(self._index, parameters)
         if not self._index.is_trained and len(vectors):
+            lists = getattr(faiss.extract_index_ivf(self._index), "nlist", 0) if "IVF" in factory else 0
+            sample = len(vectors) if not lists else min(len(vectors), lists * TRAINING_POINTS_PER_LIST)
+            chosen = np.random.default_rng(self.seed).choice(len(vectors), sample, replace=False)
             try:
-                self._index.train(vectors)
+                self._index.train(vectors[np.sort(chosen)])
             except RuntimeError as error:
                 raise LibraryError(f"cannot train index {factory!r} on {len(vectors)} prototypes: {error}") from error
         self._add_rows(vectors, self._indexed_singers)
@@ -498,7 +506,7 @@ class SingerLibrary:
             singers = list(self._vectors)
             vectors = self._stack(singers)
             factory, parameters = self.resolved_index(len(vectors))
-            graph = factory != "Flat" and len(vectors) > 0
+            graph = factory != "Flat" and len(vectors) > 0  # worth saving: building it costs time
             if graph:  # the file must hold exactly these rows, in this order
                 self._sync_index()
                 if (self._row_owner < 0).any() or self._indexed_singers != singers:
