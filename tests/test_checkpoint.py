@@ -105,3 +105,40 @@ def test_the_metric_follows_the_loss(quick_store: Path) -> None:
     assert checkpoint.metric == "sqeuclidean"  # PNL is trained on squared Euclidean distance (eq. 3)
     assert SingerEncoder.from_checkpoint(checkpoint).metric == "sqeuclidean"
     assert replace(checkpoint, config=load_config(None, ["loss.name=triplet"])).metric == "cosine"
+
+
+def test_a_shipped_base_encoder_loads_by_name_and_fine_tunes(
+    tiny_run: Path, quick_store: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """`base` names the encoder shipped inside the package: float16 weights, no training state; it embeds with no
+    path (`SingerEncoder.pretrained()`, `--checkpoint base`) and `train --init base` fine-tunes it."""
+    import singerid.checkpoint as checkpoint_module
+    from singerid.checkpoint import inference_only
+    from singerid.cli import main
+
+    shipped = tmp_path / "pretrained" / "base.pt"
+    inference_only(load_checkpoint(tiny_run / "best.pt")).save(shipped)
+    monkeypatch.setattr(checkpoint_module, "BASE_FILE", shipped)
+    assert shipped.stat().st_size < 0.6 * (tiny_run / "best.pt").stat().st_size  # half the weights, no state
+    base = load_checkpoint("base")
+    assert base.optimizer == {} and all(v.dtype != torch.float32 for v in base.model.values() if v.is_floating_point())
+    encoder = SingerEncoder.pretrained("cpu")
+    store = FeatureStore(quick_store)
+    full = SingerEncoder.load(tiny_run / "best.pt", "cpu").embed_frames(store.frames(0))
+    np.testing.assert_allclose(encoder.embed_frames(store.frames(0)), full, atol=2e-3)  # float16 weights
+    library = tmp_path / "library"
+    assert main(["enroll", str(library), "--checkpoint", "base", "--store", str(quick_store), "--quiet"]) == 0
+    assert main(["identify", str(library), store.tracks[0].source, "--device", "cpu"]) == 0
+    run = tmp_path / "fine-tuned"
+    tune = ["train.epochs=1", "batch.singers=4", "train.workers=0", "train.validate_every=0"]
+    assert main(["train", str(quick_store), str(run), "--init", "base", "--set", *tune, "--quiet"]) == 0
+    tuned = load_checkpoint(run / "last.pt")
+    assert tuned.config.train.init == "base" and tuned.config.model == base.config.model
+    changed = [k for k, v in tuned.model.items() if v.is_floating_point() and not torch.equal(v, base.model[k].float())]
+    assert changed  # trained ...
+    first = tuned.model["conv1.weight"].flatten()
+    start = base.model["conv1.weight"].float().flatten()
+    assert torch.nn.functional.cosine_similarity(first, start, dim=0) > 0.9  # ... from the base, not from scratch
+    checkpoint_module.BASE_FILE = tmp_path / "nowhere.pt"
+    with pytest.raises(CheckpointError, match="has no base encoder"):
+        load_checkpoint("base")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,7 @@ class Checkpoint:
         """The network with this checkpoint's weights, in eval mode."""
         model = build_model(self.config, self.features.n_mels)
         try:
-            model.load_state_dict(self.model)
+            model.load_state_dict(self.model)  # float16 weights of a shipped model load into float32
         except RuntimeError as error:
             raise CheckpointError(f"{self.source}: weights do not fit the model of its config ({error})") from None
         return model.eval()
@@ -132,9 +132,29 @@ class Checkpoint:
         return set() if self.trained_tracks is None else set(self.trained_tracks.tolist())
 
 
+BASE = "base"  # the name of the base encoder shipped with the package
+BASE_FILE = Path(__file__).resolve().parent / "pretrained" / "base.pt"
+
+
+def checkpoint_path(name: str | Path) -> Path:
+    """A checkpoint file: `base` (the encoder shipped with singerid), or a path."""
+    if str(name) != BASE:
+        return Path(name)
+    if not BASE_FILE.is_file():
+        raise CheckpointError(f"this installation of singerid has no base encoder ({BASE_FILE} is missing)")
+    return BASE_FILE
+
+
+def inference_only(checkpoint: Checkpoint, half: bool = True) -> Checkpoint:
+    """The checkpoint without what only training needs (loss, optimizer, scheduler and RNG states), its weights in
+    float16 when `half` (a model to ship: they load back into float32)."""
+    weights = {k: v.half() if half and v.is_floating_point() else v for k, v in checkpoint.model.items()}
+    return replace(checkpoint, model=weights, loss={}, optimizer={}, scheduler={}, rng={})
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Loads a checkpoint file (weights_only=True: tensors and plain data only)."""
-    path = Path(path)
+    """Loads a checkpoint file (weights_only=True: tensors and plain data only); `base` is the shipped encoder."""
+    path = checkpoint_path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

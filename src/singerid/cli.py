@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -275,6 +276,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     add_overrides(p, "override config keys")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt exactly")
+    p.add_argument(
+        "--init",
+        default=None,
+        help="fine-tune: start from this checkpoint's weights, or 'base' (the shipped encoder; its model settings "
+        "come with it)",
+    )
     p.set_defaults(handler=run_train, resumable=True)
 
 
@@ -282,7 +289,14 @@ def run_train(args: argparse.Namespace) -> int:
     from singerid.config import load_config
     from singerid.train import train
 
-    config = load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.init:  # the starting model's settings replace the config's model section; --set still comes last
+        from singerid.checkpoint import load_checkpoint
+
+        model = load_checkpoint(args.init).config.to_dict()["model"]
+        overrides = [f"model.{key}={json.dumps(value)}" for key, value in model.items()] + overrides
+        overrides.append(f"train.init={json.dumps(str(args.init))}")
+    config = load_config(args.config, overrides)
     if args.config is None:
         print(
             f"train: no --config: the paper's settings (N = {config.batch.singers} singers x M = "

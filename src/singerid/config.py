@@ -66,6 +66,7 @@ class OptimConfig:
 class TrainLoopConfig:
     epochs: int = 500  # an epoch shows every training singer `passes` times
     minutes: float = 0.0  # > 0: stop after this many minutes of training (a budget; epochs is then an upper bound)
+    init: str = ""  # start from the weights of a checkpoint: a path, or "base" (the shipped encoder); "": random
     passes: int = 1  # times each training singer appears per epoch
     validate_every: int = 10  # epochs between validations (EER and top-1 on the val split); 0: never
     val_segments: int = 4  # segments per val track, evenly spaced

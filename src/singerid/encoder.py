@@ -26,7 +26,7 @@ from torch import nn
 
 from singerid.audio import AudioError
 from singerid.catalog import lyrics_beside
-from singerid.checkpoint import Checkpoint, load_checkpoint, weights_digest
+from singerid.checkpoint import BASE, Checkpoint, load_checkpoint, weights_digest
 from singerid.errors import SingerIdError
 from singerid.features import SEGMENT_FRAMES, FeatureConfig, FrontendConfig
 from singerid.fileio import atomic_path
@@ -88,6 +88,11 @@ class SingerEncoder:
     ) -> SingerEncoder:
         """The encoder of a checkpoint file (RUN/best.pt)."""
         return cls.from_checkpoint(load_checkpoint(checkpoint), device, window_frames=window_frames)
+
+    @classmethod
+    def pretrained(cls, device: str | torch.device = "auto", *, window_frames: int = SEGMENT_FRAMES) -> SingerEncoder:
+        """The base encoder shipped with singerid (its card: README, "The base encoder")."""
+        return cls.load(BASE, device, window_frames=window_frames)
 
     @classmethod
     def from_checkpoint(

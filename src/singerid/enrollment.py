@@ -21,7 +21,7 @@ import numpy as np
 
 from singerid.audio import AudioError
 from singerid.catalog import read_catalog
-from singerid.checkpoint import load_checkpoint, weights_digest
+from singerid.checkpoint import BASE, checkpoint_path, load_checkpoint, weights_digest
 from singerid.encoder import SingerEncoder
 from singerid.library import LibraryError, SingerLibrary, track_scores
 from singerid.store import FeatureStore
@@ -31,7 +31,10 @@ CALIBRATION_SINGERS = 2000  # singers whose tracks calibrate the open-set thresh
 
 
 def bind_model(library_folder: Path, checkpoint: Path, digest: str) -> dict[str, Any]:
-    """The model record of a library: the checkpoint's path relative to the library folder, and its digest."""
+    """The model record of a library: the checkpoint's path relative to the library folder (or `base`, the
+    shipped encoder, by name), and its digest."""
+    if str(checkpoint) == BASE:
+        return {"checkpoint": BASE, "digest": digest}
     relative = os.path.relpath(checkpoint.resolve(), library_folder.resolve())
     return {"checkpoint": relative, "digest": digest}
 
@@ -40,6 +43,8 @@ def library_checkpoint(library_folder: Path, model: dict[str, Any]) -> Path:
     """Where a library's checkpoint is: its path relative to the library (absolute in older libraries)."""
     if "checkpoint" not in model:
         raise LibraryError(f"{library_folder}: the library records no model; enroll it again with --checkpoint")
+    if model["checkpoint"] == BASE:
+        return checkpoint_path(BASE)
     path = Path(model["checkpoint"])
     return path if path.is_absolute() else library_folder / path
 

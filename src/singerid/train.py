@@ -141,6 +141,18 @@ def validate(
     return eer, top1
 
 
+def initial_weights(source: str, config: TrainConfig, store: FeatureStore) -> dict[str, torch.Tensor]:
+    """The network weights to fine-tune from (`train.init`): those of a checkpoint of the same model and log-mel."""
+    start = load_checkpoint(source)
+    if start.config.model != config.model or start.features != store.features:
+        model = start.config.to_dict()["model"]
+        raise CheckpointError(
+            f"{start.source}: a model of other settings ({model}, features {start.features}) than this run's; "
+            "fine-tune it with its model settings, on a store of its log-mel settings"
+        )
+    return {name: value.float() if value.is_floating_point() else value for name, value in start.model.items()}
+
+
 def rng_states() -> dict[str, Any]:
     """Python, numpy and torch RNG states as tensors and lists (loadable with weights_only=True)."""
     version, keys, gauss = random.getstate()
@@ -207,7 +219,10 @@ class Trainer:
         self.trained_tracks = track_digests(sorted(t.track_id for t in self.store.tracks if t.split in TRAINING_SPLITS))
         loop = config.train
         torch.manual_seed(loop.seed)
-        self.model = build_model(config, self.store.features.n_mels).to(device)
+        self.model = build_model(config, self.store.features.n_mels)
+        if loop.init:
+            self.model.load_state_dict(initial_weights(loop.init, config, self.store))
+        self.model = self.model.to(device)
         if loop.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = build_loss(config, len(self.singers)).to(device)
