@@ -12,7 +12,8 @@ import torch
 
 from singerid.checkpoint import CheckpointError, build_model, load_checkpoint
 from singerid.config import load_config
-from singerid.train import train
+from singerid.metrics import equal_error_rate
+from singerid.train import prototype_scores, train
 
 CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
 TINY = ["model.channels=[4,8,16,32]", "model.blocks=[1,1,1,1]", "model.embedding_dim=32", "train.workers=0"]
@@ -139,3 +140,26 @@ def test_the_cosine_schedule_warms_up_then_anneals_to_zero() -> None:
     assert cosine_factor(1.0, 0.2) == pytest.approx(0.0, abs=1e-12) and cosine_factor(3.0, 0.2) == 0.0
     later = [cosine_factor(p / 100, 0.2) for p in range(20, 101)]
     assert all(a >= b for a, b in zip(later, later[1:]))  # never rises after the warm-up
+
+
+def test_validation_scores_many_singers_in_bounded_blocks() -> None:
+    """At thousands of singers validation samples impostors instead of sorting a full score matrix: its top-1 is exact
+    and its EER lands within a point of the exact EER of the same scores."""
+    generator = torch.Generator().manual_seed(1)
+    singers, queries_per_singer = 600, 8
+    centres = torch.nn.functional.normalize(torch.randn(singers, 32, generator=generator), dim=1)
+    labels = torch.arange(singers).repeat_interleave(queries_per_singer)
+    queries = torch.nn.functional.normalize(centres[labels] + 0.3 * torch.randn(len(labels), 32, generator=generator))
+    eer, top1 = prototype_scores(queries, labels, centres, impostors=100)
+    scores = queries @ centres.T
+    target = torch.zeros_like(scores, dtype=torch.bool)
+    target[torch.arange(len(labels)), labels] = True
+    exact_eer = equal_error_rate(scores.flatten().numpy(), target.flatten().numpy())
+    assert top1 == pytest.approx(float((scores.argmax(1) == labels).float().mean()))
+    assert 0.01 < exact_eer < 0.4  # the case is neither trivial nor hopeless
+    assert eer == pytest.approx(exact_eer, abs=0.01)
+    # few singers: every impostor is scored, so the EER is the exact one
+    few = labels < 20
+    small_eer, _ = prototype_scores(queries[few], labels[few], centres[:20], impostors=100)
+    small = scores[few][:, :20]
+    assert small_eer == pytest.approx(equal_error_rate(small.flatten().numpy(), target[few][:, :20].flatten().numpy()))
