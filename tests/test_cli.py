@@ -210,9 +210,16 @@ def test_batch_commands_exit_codes_tell_the_truth(tiny_run: Path, quick_store: P
     assert "no file could be embedded" in capsys.readouterr().err
     assert main(["embed", checkpoint, track.source, str(empty), "--out", str(out), "--workers", "1"]) == 1
     assert list(np.load(out)) == [track.source]
+    bare = tmp_path / "embeddings"  # no .npz suffix: written where asked, a file named twice counts once
+    assert main(["embed", checkpoint, track.source, track.source, "--out", str(bare)]) == 0
+    assert list(np.load(bare)) == [track.source]
+    assert not bare.with_suffix(".npz").exists()
     library = tmp_path / "library"
     assert main(["enroll", str(library), "--checkpoint", checkpoint, "--store", str(quick_store), "--quiet"]) == 0
     assert main(["identify", str(library), track.source]) == 0
+    capsys.readouterr()
+    assert main(["identify", str(library), track.source, track.source]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1
     assert main(["identify", str(library), track.source, str(empty)]) == 1
     assert main(["identify", str(library), str(empty)]) == 2
     import torch

@@ -335,10 +335,54 @@ def test_a_large_library_searches_an_approximate_index_saved_with_it(clusters, t
     answers = [matches[0].singer_id for matches in library.identify_batch(queries, top_k=3)]
     assert library.built_with == ("IVF8,Flat", "nprobe=8") and answers == singers  # 70 singers: 8 lists
     library.save(tmp_path / "lib")
-    assert (tmp_path / "lib" / "index.faiss").is_file()
+    (first,) = (tmp_path / "lib").glob("index-*.faiss")
+    library.save(tmp_path / "lib")  # a new index file is named before the old one goes: a crash keeps a pair
+    (second,) = (tmp_path / "lib").glob("index-*.faiss")
+    assert second != first and json.loads((tmp_path / "lib" / "library.json").read_text())["index"]["file"] == (
+        second.name
+    )
     reopened = SingerLibrary.open(tmp_path / "lib")
     assert reopened._index is not None and reopened._index.ntotal == len(singers)  # read, not rebuilt
     assert [m[0].singer_id for m in reopened.identify_batch(queries, top_k=3)] == singers
     reopened.enroll(singers[0], clusters[singers[1]][:10], replace=True)  # its old rows stay in the graph, dead
     matches = reopened.identify(clusters[singers[0]][12], top_k=len(singers))
     assert [m.singer_id for m in matches].count(singers[0]) == 1 and len(matches) == len(singers)
+
+
+def test_an_open_library_that_outgrows_exact_search_switches_index(clusters: dict, monkeypatch) -> None:
+    """ "auto" follows the size while the library is open: past EXACT_LIMIT prototypes the next search rebuilds the
+    index as an inverted file instead of appending to the exact one."""
+    import singerid.library as library_module
+
+    monkeypatch.setattr(library_module, "EXACT_LIMIT", 20)
+    library = SingerLibrary(DIM)
+    singers = sorted(clusters)
+    for singer in singers[:10]:
+        library.enroll(singer, clusters[singer][:10])
+    library.identify(clusters[singers[0]][12])
+    assert library.built_with == ("Flat", "")
+    for singer in singers[10:]:
+        library.enroll(singer, clusters[singer][:10])
+    assert library.identify(clusters[singers[-1]][12])[0].singer_id == singers[-1]
+    assert library.built_with[0].startswith("IVF")
+
+
+def test_extending_a_library_keeps_its_threshold_unless_asked(clusters: dict) -> None:
+    """The tracks of a later enrolment alone may be few or unlike the rest: the threshold set on the first
+    enrolment stays; --recalibrate (recalibrate=True) sets it from the new tracks."""
+    from singerid.enrollment import enroll_singers
+
+    def tracks(names: list[str]) -> list[tuple[str, list[np.ndarray]]]:
+        return [(name, [clusters[name][i : i + 3] for i in range(0, 12, 3)]) for name in names]
+
+    singers = sorted(clusters)
+    library = SingerLibrary(DIM)
+    first = enroll_singers(library, tracks(singers[:20]))
+    calibrated = library.threshold
+    assert calibrated is not None and "equal error rate" in first.threshold
+    later = enroll_singers(library, tracks(singers[20:23]), false_accepts=0.0)
+    assert library.threshold == calibrated and "kept" in later.threshold and len(library) == 23
+    again = enroll_singers(library, tracks(singers[23:26]), false_accepts=0.0, recalibrate=True)
+    assert library.threshold != calibrated and "0 % false accepts" in again.threshold
+    enroll_singers(library, tracks(singers[26:27]), threshold=0.5)
+    assert library.threshold == 0.5

@@ -174,6 +174,11 @@ def test_repet_store_and_settings_guard(quick_catalog: Path, tmp_path: Path, cap
 def test_missing_weights_and_paths_are_clear(quick_catalog: Path, tmp_path: Path, capsys) -> None:
     assert main(["prepare", str(tmp_path / "nowhere"), str(tmp_path / "s")]) == 2
     assert "nowhere" in capsys.readouterr().err
+    broken = tmp_path / "broken" / "Singer A"
+    broken.mkdir(parents=True)
+    (broken / "song.mp3").write_bytes(b"not audio at all")
+    assert main(["prepare", str(broken.parent), str(tmp_path / "nothing"), "--workers", "1"]) == 2
+    assert "no track could be used" in capsys.readouterr().err
     for separation, reason in (("demucs", "weights"), ("spleeter", "unknown separator 'spleeter'")):
         store = tmp_path / separation
         assert main(["prepare", str(quick_catalog), str(store), "--separation", separation, "--workers", "2"]) == 2
@@ -399,3 +404,27 @@ def test_a_folder_that_cannot_be_read_is_named_in_the_rejects(
     assert rejects == [{"file": str(locked), "track_id": "", "reason": "cannot list the folder: Permission denied"}]
     again = prepare(root, tmp_path / "store", progress=False)  # found again, not doubled, not counted as removed
     assert len(again.header.rejects) == 1 and again.removed == 0
+
+
+def test_a_file_missing_then_present_is_prepared_on_the_next_run(quick_catalog: Path, tmp_path: Path) -> None:
+    """A reject whose file could not be read at all (missing) is tried again once the file is there, unasked."""
+    rows = catalog_rows(quick_catalog)[:3]
+    catalog = tmp_path / "catalog"
+    for row in rows:
+        for column in ("path", "lrc_path"):
+            (catalog / row[column]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(quick_catalog / row[column], catalog / row[column])
+    with (catalog / "metadata.csv").open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    late = catalog / rows[1]["path"]
+    late.rename(late.with_suffix(".away"))
+    first = prepare(catalog, tmp_path / "s", workers=1, progress=False)
+    assert len(FeatureStore(tmp_path / "s").header.rejects) == 1 and first.processed == 3
+    late.with_suffix(".away").rename(late)
+    second = prepare(catalog, tmp_path / "s", workers=1, progress=False)
+    assert second.retried == 1 and second.processed == 1
+    store = FeatureStore(tmp_path / "s")
+    assert not store.header.rejects and len(store) == 3
+    assert prepare(catalog, tmp_path / "s", workers=1, progress=False).processed == 0

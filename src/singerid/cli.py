@@ -207,6 +207,9 @@ def run_prepare(args: argparse.Namespace) -> int:
         + f", {len(result.header.rejects)} rejected (see {args.store / 'rejects.csv'}); "
         f"store {args.store} in {result.seconds:.1f} s"
     )
+    if not result.header.tracks:
+        print(f"prepare: no track could be used; {args.store} holds nothing to train on", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -469,6 +472,11 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
         help="for the calibrated threshold: the share of files by an unknown singer that may still match someone "
         "(e.g. 0.01 for a strict service); default: the equal error rate",
     )
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="calibrate the threshold again when adding to a library that has one (default: keep it)",
+    )
     add_device(p, workers=True)
     p.set_defaults(handler=run_enroll)
 
@@ -540,18 +548,19 @@ def run_embed(args: argparse.Namespace) -> int:
     from singerid.fileio import atomic_path
 
     encoder = SingerEncoder.load(args.checkpoint, args.device)
-    embeddings = embed_files(encoder, args.files, "embed", args.workers)
-    skipped = len(args.files) - len(embeddings)
+    files = list(dict.fromkeys(args.files))  # a file named twice is embedded once
+    embeddings = embed_files(encoder, files, "embed", args.workers)
+    skipped = len(files) - len(embeddings)
     if not embeddings:  # an existing --out is left as it was
         print(f"embed: no file could be embedded; {args.out} not written", file=sys.stderr)
         return 2
-    with atomic_path(args.out) as temporary:
-        np.savez(temporary, **{str(path): mean_embedding(segments) for path, segments in embeddings.items()})
+    with atomic_path(args.out) as temporary, temporary.open("wb") as f:  # a handle: savez adds no .npz to it
+        np.savez(f, **{str(path): mean_embedding(segments) for path, segments in embeddings.items()})
     print(
         f"embed: {len(embeddings)} embeddings of {encoder.embedding_dim} dimensions written to {args.out}"
         + (f"; {skipped} files skipped" if skipped else "")
     )
-    return batch_status(len(embeddings), len(args.files))
+    return batch_status(len(embeddings), len(files))
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -636,7 +645,9 @@ def run_enroll(args: argparse.Namespace) -> int:
     model = bind_model(args.library, args.checkpoint, digest)
     library = existing or SingerLibrary(encoder.embedding_dim, args.prototypes, model_info=model)
     library.model_info = model  # also brings an older library's record up to date
-    enrolled = enroll_singers(library, singers, args.threshold, args.false_accepts, replace=args.replace)
+    enrolled = enroll_singers(
+        library, singers, args.threshold, args.false_accepts, replace=args.replace, recalibrate=args.recalibrate
+    )
     for error in skipped:
         print(f"enroll: skipped {error}", file=sys.stderr)
     if not enrolled.tracks:
@@ -653,14 +664,15 @@ def run_identify(args: argparse.Namespace) -> int:
     from singerid.encoder import mean_embedding
 
     library, encoder = open_library(args.library, args.device)
-    embeddings = embed_files(encoder, args.files, "identify", args.workers)
+    files = list(dict.fromkeys(args.files))  # a file named twice is answered once
+    embeddings = embed_files(encoder, files, "identify", args.workers)
     for path, segments in embeddings.items():
         matches = library.identify(mean_embedding(segments), top_k=args.top_k, open_set=False)
         candidates = ", ".join(f"{m.singer_id} ({m.score:.3f})" for m in matches)
         if library.threshold is not None and (not matches or matches[0].score < library.threshold):
             candidates = f"unknown singer (below the threshold {library.threshold:.3f}); closest: {candidates}"
         print(f"{path}: {candidates}")
-    return batch_status(len(embeddings), len(args.files))
+    return batch_status(len(embeddings), len(files))
 
 
 def run_verify(args: argparse.Namespace) -> int:

@@ -117,11 +117,15 @@ def enroll_singers(
     calibration_singers: int = CALIBRATION_SINGERS,
     *,
     replace: bool = False,
+    recalibrate: bool = False,
 ) -> Enrolled:
     """Enrolls each singer from its tracks' windows as they come (nothing but the library's vectors stays in
     memory, whatever the number of singers), and sets the open-set threshold: the one given, else calibrated at
     `false_accepts` (or at the equal error rate) on the tracks of the first `calibration_singers` singers (leave
-    one track out). A singer enrolled already gets these tracks added, or replaced by them (`replace`)."""
+    one track out). A library that has a threshold keeps it when extended, unless `recalibrate` (the tracks of
+    this call alone may be few or unlike the rest). A singer enrolled already gets these tracks added, or replaced
+    by them (`replace`)."""
+    earlier = library.threshold if len(library) else None
     calibration: dict[str, list[np.ndarray]] = {}
     count = tracks = 0
     for singer, parts in singers:
@@ -129,7 +133,12 @@ def enroll_singers(
         count, tracks = count + 1, tracks + len(parts)
         if len(calibration) < calibration_singers:
             calibration[singer] = parts
-    return Enrolled(count, tracks, calibrate(library, calibration, threshold, false_accepts) if count else "")
+    if not count:
+        return Enrolled(0, 0, "")
+    if threshold is None and earlier is not None and not recalibrate:
+        library.threshold = earlier
+        return Enrolled(count, tracks, f"open-set threshold {earlier:.3f} kept (set earlier; --recalibrate to redo)")
+    return Enrolled(count, tracks, calibrate(library, calibration, threshold, false_accepts))
 
 
 def calibrate(

@@ -5,16 +5,17 @@ as in the paper), or ``k`` spherical k-means centres of them, the paper's own fu
 may not be enough" for a singer with several styles). Every embedding is L2-normalised on the way in, so
 inner products are cosine similarities in [-1, 1]; a singer's score is the best over its prototypes.
 
-The index is ``faiss.index_factory(dim, index_factory, METRIC_INNER_PRODUCT)``. The default ``"Flat"`` is exact
-and fast up to a few hundred thousand prototypes (1000 queries against 100k prototypes take well under a
-second); beyond ~200k, an inverted-file index such as ``"IVF4096,Flat"`` (trained on the enrolled prototypes
-when the index is built, with ``index_parameters="nprobe=32"``) trades a little recall for speed.
+The index is ``faiss.index_factory(dim, index_factory, METRIC_INNER_PRODUCT)``. The default ``"auto"`` is exact
+(``"Flat"``) up to ``EXACT_LIMIT`` prototypes and above it an inverted file of about sqrt(rows) lists, trained on
+the enrolled prototypes when the index is built, of which a sixteenth is probed; a library that grows past a size
+boundary is rebuilt with the index its size calls for. Any other factory string is used as given.
 
 Open-set use: with a ``threshold``, ``identify`` answers ``[]`` when even the best singer scores below it, and
 ``verify`` accepts at or above it. ``calibrate_threshold`` sets it from target and non-target trial scores.
 
 On disk, a library is a folder: ``library.json`` (format, version, dim, settings, the caller's model metadata
-and the singers in order) and ``vectors.npy`` (all prototypes, float32, in the same order).
+and the singers in order), ``vectors.npy`` (all prototypes, float32, in the same order) and, when the index is
+not exact, ``index-<token>.faiss`` (the trained index, named in ``library.json``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import difflib
 import json
 import math
+import secrets
 import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -45,7 +47,6 @@ LIBRARY_FORMAT = "singerid-library"
 LIBRARY_VERSION = 1
 METADATA_FILE = "library.json"
 VECTORS_FILE = "vectors.npy"
-INDEX_FILE = "index.faiss"
 KMEANS_ITERATIONS = 20
 # index_factory "auto": exact search up to this many prototypes (p50 under 5 ms per query on one core, measured in
 # benchmarks/bench_library.py); above it an inverted file of about sqrt(rows) lists, trained when the index is
@@ -313,7 +314,8 @@ class SingerLibrary:
         """Bring the index up to date: append newly enrolled singers, or rebuild when too many rows are dead."""
         dead = int(np.sum(self._row_owner < 0))
         too_dead = dead > REBUILD_DEAD_FRACTION * max(len(self._row_owner), 1)
-        if self._index is None or (self._pending and not self._index.is_trained) or too_dead:
+        outgrown = bool(self._pending) and self.resolved_index(self._rows()) != self.built_with
+        if self._index is None or (self._pending and not self._index.is_trained) or too_dead or outgrown:
             self._build_index()
         elif self._pending:
             new = [singer for singer in self._pending if singer not in self._position]
@@ -322,6 +324,10 @@ class SingerLibrary:
                 self._indexed_singers.append(singer)
             self._add_rows(self._stack(self._pending), self._pending)
             self._pending = []
+
+    def _rows(self) -> int:
+        """Prototypes enrolled, all singers together."""
+        return sum(len(vectors) for vectors in self._vectors.values())
 
     def resolved_index(self, rows: int) -> tuple[str, str]:
         """The faiss factory and parameters for `rows` prototypes: as given, or "auto" resolved by size."""
@@ -498,20 +504,22 @@ class SingerLibrary:
     # -- files -----------------------------------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> None:
-        """Write ``library.json`` and ``vectors.npy`` into ``folder``, each atomically (temp file + rename), and
-        ``index.faiss`` when the index is not exact (a graph of 10^6 singers takes minutes to build)."""
+        """Write ``library.json`` and ``vectors.npy`` into ``folder``, each atomically (temp file + rename), and the
+        trained index when it is not exact (an inverted file of 10^6 singers takes a while to train). The index goes
+        to a new ``index-<token>.faiss`` before ``library.json`` names it, so a crash leaves the old pair intact."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             singers = list(self._vectors)
             vectors = self._stack(singers)
             factory, parameters = self.resolved_index(len(vectors))
-            graph = factory != "Flat" and len(vectors) > 0  # worth saving: building it costs time
-            if graph:  # the file must hold exactly these rows, in this order
+            index_file = None
+            if factory != "Flat" and len(vectors):  # worth saving: building it costs time
                 self._sync_index()
                 if (self._row_owner < 0).any() or self._indexed_singers != singers:
-                    self._build_index()
-                with atomic_path(folder / INDEX_FILE, durable=True) as temporary:
+                    self._build_index()  # the file must hold exactly these rows, in this order
+                index_file = f"index-{secrets.token_hex(4)}.faiss"
+                with atomic_path(folder / index_file, durable=True) as temporary:
                     faiss.write_index(self._index, str(temporary))
             totals = [self._totals[singer] for singer in singers]
             metadata = {
@@ -524,7 +532,7 @@ class SingerLibrary:
                 "index_parameters": self.index_parameters,
                 "seed": self.seed,
                 "model": self.model_info,
-                "index": {"factory": factory, "parameters": parameters, "file": INDEX_FILE if graph else None},
+                "index": {"factory": factory, "parameters": parameters, "file": index_file},
                 "singers": [
                     {"id": singer, "rows": len(self._vectors[singer]), "segments": count, "norm": norm}
                     for singer, (count, norm) in zip(singers, totals)
@@ -535,6 +543,9 @@ class SingerLibrary:
         write_atomically(
             folder / METADATA_FILE, json.dumps(metadata, indent=1, ensure_ascii=False) + "\n", durable=True
         )
+        for old in folder.glob("index*.faiss"):  # earlier saves' indexes, now named by nobody
+            if old.name != index_file:
+                old.unlink(missing_ok=True)
 
     @classmethod
     def open(cls, folder: str | Path, dim: int | None = None) -> SingerLibrary:

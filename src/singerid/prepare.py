@@ -255,7 +255,7 @@ def _plan(tracks: list[Track], header: StoreHeader, parts: Path, retry_rejects: 
                 continue
         elif reject is not None:
             now = fingerprint(track, reject)
-            if not retry_rejects and (not reject.audio_digest or now.same_content(reject)):
+            if not retry_rejects and now.same_content(reject):  # a file missing then and readable now differs
                 rejected[track.track_id] = replace(reject, **asdict(now))  # unchanged: it stays rejected
                 continue
             plan.retried += 1
