@@ -82,6 +82,8 @@ def test_metadata_paths_written_by_other_systems_are_found(tmp_path: Path) -> No
             ],
             "metadata.csv:3: duplicate track_id 'x'",
         ),
+        ([{"singer_id": "a", "track_id": "x", "path": " "}], "metadata.csv:2: empty path; every track needs"),
+        ([{"singer_id": "", "track_id": "x", "path": ""}], "metadata.csv:2: empty singer_id and path"),
     ],
 )
 def test_metadata_errors_name_the_line(tmp_path: Path, rows: list[dict[str, str]], message: str) -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from singerid.cli import main
 from singerid.encoder import SingerEncoder
@@ -195,6 +196,22 @@ def test_export_and_trial_list_scoring(tiny_run: Path, quick_store: Path, tmp_pa
     (tmp_path / "bad.txt").write_text(f"1 {tests[0].source} {tests[1].source}\n", encoding="utf-8")
     assert main(["score-trials", str(tiny_run / "best.pt"), str(tmp_path / "bad.txt")]) == 2
     assert "quote paths that hold spaces" in capsys.readouterr().err
+    one_kind = tmp_path / "targets.txt"  # every trial a target: scored and written, no EER, no traceback
+    one_kind.write_text(f"1\t{tests[0].source}\t{tests[0].source}\n", encoding="utf-8")
+    assert main(["score-trials", str(tiny_run / "best.pt"), str(one_kind), "--out", str(tmp_path / "one.txt")]) == 0
+    assert "all target: an EER needs both kinds" in capsys.readouterr().err
+    assert len((tmp_path / "one.txt").read_text(encoding="utf-8").splitlines()) == 1
+    unusable = tmp_path / "unusable.txt"
+    unusable.write_text(f"0\t{tmp_path / 'gone a.wav'}\t{tmp_path / 'gone b.wav'}\n", encoding="utf-8")
+    assert main(["score-trials", str(tiny_run / "best.pt"), str(unusable)]) == 2
+    assert "no trial of" in capsys.readouterr().err
+    for bad in (["--trials-per-singer", "1"], ["--window-frames", "8"], ["--queries-per-singer", "0"]):
+        with pytest.raises(SystemExit) as stopped:  # argparse: one line naming the option, exit 2
+            main(["evaluate", str(tiny_run), str(quick_store), *bad])
+        assert stopped.value.code == 2 and bad[0] in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["enroll", str(tmp_path / "lib"), "--checkpoint", "x.pt", "--store", "s", "--false-accepts", "1"])
+    assert "must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_batch_commands_exit_codes_tell_the_truth(tiny_run: Path, quick_store: Path, tmp_path: Path, capsys) -> None:

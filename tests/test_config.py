@@ -109,3 +109,14 @@ def test_shipped_configs_load_by_name_from_anywhere(tmp_path: Path, monkeypatch:
     assert load_config("paper/apnl-m4").batch.segments == 4
     with pytest.raises(ConfigError, match=r"laptop: no such config file, .*shipped: cpu, cpu-triplet, demo"):
         load_config("laptop")
+
+
+def test_a_folder_or_impossible_schedule_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="a folder, not a config file"):
+        load_config(tmp_path)
+    (tmp_path / "latin1.yaml").write_bytes("loss: {name: 'caf\xe9'}".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_config(tmp_path / "latin1.yaml")
+    for override in ("optim.decay_every=0", "optim.lr=0", "train.epochs=0"):
+        with pytest.raises(ConfigError, match="decay_every >= 1"):
+            load_config(None, [override])

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from singerid.checkpoint import CheckpointError, build_model, load_checkpoint
+from singerid.cli import main
 from singerid.config import load_config
 from singerid.metrics import equal_error_rate
 from singerid.train import prototype_scores, train
@@ -69,6 +70,13 @@ def test_resume_continues_exactly(quick_store: Path, tmp_path: Path) -> None:
         train(quick_store, tmp_path / "resumed", config, progress=False)
     # without validation, best.pt follows last.pt instead of freezing at the first epoch
     assert load_checkpoint(tmp_path / "resumed" / "best.pt").epoch == 2
+    wider = load_config(None, [*TINY, "model.embedding_dim=16", "train.epochs=3", *unvalidated])
+    with pytest.raises(CheckpointError, match="made with another model"):
+        train(quick_store, tmp_path / "resumed", wider, resume=True, progress=False)
+    # the command line resumes with the run's own config.yaml unless told otherwise
+    run = str(tmp_path / "resumed")
+    assert main(["train", str(quick_store), run, "--resume", "--set", "train.epochs=3", "--quiet"]) == 0
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt").epoch == 3
 
 
 @pytest.mark.slow

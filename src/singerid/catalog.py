@@ -141,6 +141,9 @@ def read_metadata(path: Path) -> list[Track]:
                 f"{path}:{line}: {len(row) - absent + len(extra)} fields, but the header has {len(row)}; every row "
                 "needs one value per column (empty is fine; quote fields that hold commas)"
             )
+        empty = [column for column in REQUIRED_COLUMNS if not row[column].strip()]
+        if empty:
+            raise CatalogError(f"{path}:{line}: empty {' and '.join(empty)}; every track needs a singer and a file")
         split = (row.get("split") or "").strip()
         if split and split not in SPLITS:
             raise CatalogError(f"{path}:{line}: unknown split '{split}'; use one of {', '.join(SPLITS)} or leave empty")

@@ -50,9 +50,9 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("out", type=Path, help="catalog folder to write (finished tracks are kept on a rerun)")
-    p.add_argument("--singers", type=int, default=d.singers, help="number of singers, seen and unseen")
-    p.add_argument("--tracks", type=int, default=d.tracks, help="tracks per seen singer, split 8:2 train/val")
-    p.add_argument("--test-tracks", type=int, default=d.test_tracks, help="test tracks per test singer")
+    p.add_argument("--singers", type=at_least(2), default=d.singers, help="number of singers, seen and unseen")
+    p.add_argument("--tracks", type=at_least(1), default=d.tracks, help="tracks per seen singer, split 8:2 train/val")
+    p.add_argument("--test-tracks", type=at_least(1), default=d.test_tracks, help="test tracks per test singer")
     p.add_argument(
         "--test-singers",
         type=int,
@@ -71,7 +71,7 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
         default=d.difficulty,
         help="divides the spread of singer voices around the population mean: >1 closer, <1 apart",
     )
-    p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")
+    p.add_argument("--workers", type=at_least(1), default=_workers_default(), help="parallel processes")
     p.add_argument("--quick", action="store_true", help="a tiny catalog for tests: 6 singers, 5 tracks, 6 s")
     p.add_argument(
         "--preset",
@@ -101,6 +101,32 @@ def run_synth(args: argparse.Namespace) -> int:
 def metadata_rows(path: Path) -> int:
     with path.open(encoding="utf-8") as f:
         return sum(1 for _ in f) - 1
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum`."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return whole
+
+
+def share(text: str) -> float:
+    """An argparse type: a fraction in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.01, got '{text}'") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -153,7 +179,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
         default=d.max_track_seconds,
         help="longer files are cut here, with a warning (a guard against endless streams; memory does not grow)",
     )
-    p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")
+    p.add_argument("--workers", type=at_least(1), default=_workers_default(), help="parallel processes")
     p.add_argument(
         "--shard", type=parse_shard, default=None, metavar="K/N", help="prepare only part K of N (default: all)"
     )
@@ -245,7 +271,7 @@ def add_device(parser: argparse.ArgumentParser, workers: bool = False) -> None:
     parser.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one, else cpu), cpu, cuda:N")
     if workers:
         parser.add_argument(
-            "--workers", type=int, default=_workers_default(), help="processes decoding and preparing files"
+            "--workers", type=at_least(1), default=_workers_default(), help="processes decoding and preparing files"
         )
 
 
@@ -299,6 +325,10 @@ def run_train(args: argparse.Namespace) -> int:
         model = load_checkpoint(args.init).config.to_dict()["model"]
         overrides = [f"model.{key}={json.dumps(value)}" for key, value in model.items()] + overrides
         overrides.append(f"train.init={json.dumps(str(args.init))}")
+    saved = args.run / "config.yaml"
+    if args.resume and args.config is None and saved.is_file():  # a resumed run keeps its own settings
+        args.config = saved
+        print(f"train: resuming with {saved}", file=sys.stderr)
     config = load_config(args.config, overrides)
     if args.config is None:
         print(
@@ -331,12 +361,19 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("store", type=Path, help="feature store with test_seen / test_unseen tracks")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint to evaluate")
     p.add_argument(
-        "--window-frames", type=int, default=350, help="frames per test window (350: 3.5 s, the paper's segment)"
+        "--window-frames",
+        type=at_least(32),
+        default=350,
+        help="frames per test window (350: 3.5 s, the paper's segment)",
     )
-    p.add_argument("--hop-frames", type=int, default=0, help="hop between test windows (0: the window length)")
+    p.add_argument("--hop-frames", type=at_least(0), default=0, help="hop between test windows (0: the window length)")
     p.add_argument("--no-baselines", action="store_true", help="skip the untrained-network and MFCC baselines")
-    p.add_argument("--queries-per-singer", type=int, default=20, help="identification trials per singer and length")
-    p.add_argument("--trials-per-singer", type=int, default=120, help="one-on-one verification trials per singer")
+    p.add_argument(
+        "--queries-per-singer", type=at_least(1), default=20, help="identification trials per singer and length"
+    )
+    p.add_argument(
+        "--trials-per-singer", type=at_least(2), default=120, help="one-on-one verification trials per singer"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the trial lists")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/eval-<store name>)")
     add_device(p)
@@ -379,7 +416,7 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--separation", default="none", help="comma-separated separation settings, e.g. none,repet")
     add_overrides(p, "overrides applied to every config")
     p.add_argument("--no-baselines", action="store_true", help="skip the untrained-network and MFCC baselines")
-    p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes for prepare")
+    p.add_argument("--workers", type=at_least(1), default=_workers_default(), help="parallel processes for prepare")
     p.set_defaults(handler=run_experiment_command, resumable=True)
 
 
@@ -452,7 +489,9 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--store", type=Path, help="feature store: enroll from its stored frames (fast)")
     source.add_argument("--catalog", type=Path, help="catalog: enroll from its audio files")
     p.add_argument("--splits", default="", help="only tracks of these splits, comma-separated; empty: all")
-    p.add_argument("--prototypes", type=int, default=1, help="prototypes per singer (k-means; 1 = the centroid)")
+    p.add_argument(
+        "--prototypes", type=at_least(1), default=1, help="prototypes per singer (k-means; 1 = the centroid)"
+    )
     p.add_argument(
         "--replace",
         action="store_true",
@@ -467,7 +506,7 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--false-accepts",
-        type=float,
+        type=share,
         default=None,
         help="for the calibrated threshold: the share of files by an unknown singer that may still match someone "
         "(e.g. 0.01 for a strict service); default: the equal error rate",
@@ -484,7 +523,7 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("identify", help="who sings these files: the closest singers of a library", formatter_class=fmt)
     p.add_argument("library", type=Path, help=library_help)
     p.add_argument("files", type=Path, nargs="+", help="audio files (a same-named .lrc beside a file gives its lyrics)")
-    p.add_argument("--top-k", type=int, default=5, help="how many candidate singers to list per file")
+    p.add_argument("--top-k", type=at_least(1), default=5, help="how many candidate singers to list per file")
     add_device(p, workers=True)
     p.set_defaults(handler=run_identify)
 
@@ -501,7 +540,7 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("similar", help="singers whose voices are closest to a singer's", formatter_class=fmt)
     p.add_argument("library", type=Path, help=library_help)
     p.add_argument("singer", help="an enrolled singer id")
-    p.add_argument("--top-k", type=int, default=5, help="how many singers to list")
+    p.add_argument("--top-k", type=at_least(1), default=5, help="how many singers to list")
     p.set_defaults(handler=run_similar)
 
     p = sub.add_parser(
@@ -516,7 +555,7 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
         help="require 'Authorization: Bearer TOKEN' on every request but /health (default: $SINGERID_TOKEN)",
     )
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload accepted (413 above)")
-    p.add_argument("--max-decodes", type=int, default=2, help="uploads decoded and embedded at the same time")
+    p.add_argument("--max-decodes", type=at_least(1), default=2, help="uploads decoded and embedded at the same time")
     add_device(p)
     p.set_defaults(handler=run_serve, stops_on_sigterm=True)
 
@@ -591,11 +630,18 @@ def run_score_trials(args: argparse.Namespace) -> int:
     if len(usable) < len(trials):
         print(f"score-trials: {len(trials) - len(usable)} trials left out (a file could not be used)", file=sys.stderr)
     asked, trials = len(trials), usable
+    if not trials:
+        print(f"score-trials: no trial of {args.trials} could be scored", file=sys.stderr)
+        return 2
     scores = np.array([float(cache[a] @ cache[b]) for _, a, b in trials])
     labels = np.array([label for label, _, _ in trials])
     if args.out:  # tab-separated, so paths with spaces read back
         lines = "".join(f"{s:.6f}\t{l}\t{a}\t{b}\n" for s, (l, a, b) in zip(scores, trials))
         write_atomically(args.out, lines)
+    if len(set(labels.tolist())) < 2:
+        kind = "target" if labels[0] else "non-target"
+        print(f"score-trials: {len(trials)} trials, all {kind}: an EER needs both kinds", file=sys.stderr)
+        return batch_status(len(trials), asked)
     result = verification_result(scores, labels)
     print(
         f"score-trials: {result.trials} trials ({result.targets} target): EER {100 * result.eer:.2f} %, "
@@ -735,7 +781,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("run", type=Path, nargs="?", default=Path("runs/demo"), help="folder for the demo's outputs")
-    p.add_argument("--workers", type=int, default=_workers_default(), help="parallel processes")
+    p.add_argument("--workers", type=at_least(1), default=_workers_default(), help="parallel processes")
     p.set_defaults(handler=run_demo, resumable=True)
 
 

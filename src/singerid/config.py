@@ -217,6 +217,8 @@ def check(config: TrainConfig, source: str) -> None:
         raise ConfigError(f"{source}: optim.schedule must be step or cosine, got '{config.optim.schedule}'")
     if not 0.0 <= config.optim.warmup < 1.0 or config.train.minutes < 0:
         raise ConfigError(f"{source}: need 0 <= optim.warmup < 1 and train.minutes >= 0")
+    if config.optim.decay_every < 1 or config.optim.lr <= 0 or config.train.epochs < 1:
+        raise ConfigError(f"{source}: need optim.decay_every >= 1, optim.lr > 0 and train.epochs >= 1")
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str) -> dict[str, Any]:
@@ -261,6 +263,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: a folder, not a config file (name a .yaml file)") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not a UTF-8 text file ({error.reason})") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(data, dict):

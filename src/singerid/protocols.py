@@ -56,6 +56,14 @@ TRIALS_VERSION = 1
 _STREAM_ENROLLMENT, _STREAM_IDENTIFICATION, _STREAM_ONE_ON_ONE, _STREAM_CENTROID = range(4)
 
 
+class ProtocolError(SingerIdError, ValueError):
+    """Test tracks, settings or a saved trials file the protocols cannot use; the message says why."""
+
+
+class TrialListError(SingerIdError, ValueError):
+    """A verification trial list that cannot be read; the message names the file and the line."""
+
+
 @dataclass(frozen=True, eq=False)
 class TrackEmbeddings:
     """The segment embeddings of one test track."""
@@ -81,19 +89,21 @@ class ProtocolConfig:
         for name in ("enroll_songs", "queries_per_singer", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
-                raise ValueError(
+                raise ProtocolError(
                     f"ProtocolConfig.{name} must be a {'non-negative' if name == 'seed' else 'positive'} "
                     f"integer, got {value!r}"
                 )
         count = self.verification_trials_per_singer
         if isinstance(count, bool) or not isinstance(count, int) or count < 2:
-            raise ValueError(f"ProtocolConfig.verification_trials_per_singer must be an integer >= 2, got {count!r}")
+            raise ProtocolError(f"ProtocolConfig.verification_trials_per_singer must be an integer >= 2, got {count!r}")
         for name in ("query_segments", "enroll_segments"):
             sizes = tuple(getattr(self, name))
             if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-                raise ValueError(f"ProtocolConfig.{name} must be a non-empty list of positive integers, got {sizes!r}")
+                raise ProtocolError(
+                    f"ProtocolConfig.{name} must be a non-empty list of positive integers, got {sizes!r}"
+                )
             if len(set(sizes)) != len(sizes):
-                raise ValueError(f"ProtocolConfig.{name} has repeated values: {sizes!r}")
+                raise ProtocolError(f"ProtocolConfig.{name} has repeated values: {sizes!r}")
             object.__setattr__(self, name, sizes)
 
     @classmethod
@@ -102,7 +112,7 @@ class ProtocolConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown ProtocolConfig keys {unknown}; known keys: {sorted(known)}")
+            raise ProtocolError(f"unknown ProtocolConfig keys {unknown}; known keys: {sorted(known)}")
         return cls(**data)
 
 
@@ -117,7 +127,7 @@ class SegmentRefs:
         tracks = np.asarray(self.tracks, dtype=np.int64)
         segments = np.asarray(self.segments, dtype=np.int64)
         if tracks.ndim != 2 or tracks.shape != segments.shape:
-            raise ValueError(
+            raise ProtocolError(
                 f"segment references must be two (trials, n) arrays, got {tracks.shape} and {segments.shape}"
             )
         object.__setattr__(self, "tracks", tracks)
@@ -236,14 +246,14 @@ class Trials:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Trials:
         if data.get("format") != TRIALS_FORMAT:
-            raise ValueError(f"not a singerid trials file: format is {data.get('format')!r}, not {TRIALS_FORMAT!r}")
+            raise ProtocolError(f"not a singerid trials file: format is {data.get('format')!r}, not {TRIALS_FORMAT!r}")
         if data.get("version") != TRIALS_VERSION:
-            raise ValueError(
+            raise ProtocolError(
                 f"unsupported trials version {data.get('version')!r}; this singerid reads {TRIALS_VERSION}"
             )
         unknown_groups = sorted(set(data["groups"]) - set(GROUPS))
         if unknown_groups:
-            raise ValueError(f"unknown groups {unknown_groups} in trials; known groups: {list(GROUPS)}")
+            raise ProtocolError(f"unknown groups {unknown_groups} in trials; known groups: {list(GROUPS)}")
         return cls(
             config=ProtocolConfig.from_dict(data["config"]),
             track_ids=tuple(data["track_ids"]),
@@ -276,30 +286,30 @@ class _GroupPools:
 def _tracks_by_group(tracks: Sequence[TrackEmbeddings]) -> dict[str, dict[str, list[tuple[str, int]]]]:
     """group -> singer -> sorted [(track_id, segment count)], validating the input."""
     if len(tracks) == 0:
-        raise ValueError("no tracks given: the protocols need segment embeddings of test_seen/test_unseen tracks")
+        raise ProtocolError("no tracks given: the protocols need segment embeddings of test_seen/test_unseen tracks")
     grouped: dict[str, dict[str, list[tuple[str, int]]]] = {group: {} for group in GROUPS}
     singer_split: dict[str, str] = {}
     seen_ids: set[str] = set()
     dims: set[int] = set()
     for track in tracks:
         if track.split not in GROUP_OF_SPLIT:
-            raise ValueError(
+            raise ProtocolError(
                 f"track {track.track_id!r} has split {track.split!r}; expected one of {list(GROUP_OF_SPLIT)}"
             )
         if track.track_id in seen_ids:
-            raise ValueError(f"track id {track.track_id!r} appears more than once")
+            raise ProtocolError(f"track id {track.track_id!r} appears more than once")
         seen_ids.add(track.track_id)
         if singer_split.setdefault(track.singer_id, track.split) != track.split:
-            raise ValueError(f"singer {track.singer_id!r} has tracks in both test_seen and test_unseen")
+            raise ProtocolError(f"singer {track.singer_id!r} has tracks in both test_seen and test_unseen")
         shape = np.shape(track.segments)
         if len(shape) != 2:
-            raise ValueError(f"track {track.track_id!r}: segments must be (n_segments, D), got shape {shape}")
+            raise ProtocolError(f"track {track.track_id!r}: segments must be (n_segments, D), got shape {shape}")
         dims.add(shape[1])
         singer_tracks = grouped[GROUP_OF_SPLIT[track.split]].setdefault(track.singer_id, [])
         if shape[0] > 0:
             singer_tracks.append((track.track_id, shape[0]))
     if len(dims) > 1:
-        raise ValueError(f"segment embeddings differ in dimension across tracks: {sorted(dims)}")
+        raise ProtocolError(f"segment embeddings differ in dimension across tracks: {sorted(dims)}")
     for singers in grouped.values():
         for singer_tracks in singers.values():
             singer_tracks.sort()
@@ -463,7 +473,7 @@ def make_trials(tracks: Sequence[TrackEmbeddings], config: ProtocolConfig | None
         groups[group] = _group_trials(eligible, config, group_index, track_ids, track_segments)
     if not groups:
         counts = {group: len(grouped[group]) for group in GROUPS}
-        raise ValueError(
+        raise ProtocolError(
             f"no group has 2 singers with >= {needed} tracks with segments (singers per group: {counts}); "
             "lower enroll_songs or add tracks"
         )
@@ -476,13 +486,13 @@ def save_trials(trials: Trials, path: str | os.PathLike[str]) -> Path:
 
 
 def load_trials(path: str | os.PathLike[str]) -> Trials:
-    """Read trials written by :func:`save_trials`; ValueError names the file when it is not one."""
+    """Read trials written by :func:`save_trials`; ProtocolError names the file when it is not one."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return Trials.from_dict(data)
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
-        raise ValueError(f"{path}: not a valid singerid trials file ({type(error).__name__}: {error})") from error
+        raise ProtocolError(f"{path}: not a valid singerid trials file ({type(error).__name__}: {error})") from error
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:
@@ -498,25 +508,25 @@ class _SegmentTable:
 
     def __init__(self, tracks: Sequence[TrackEmbeddings], trials: Trials, metric: str) -> None:
         if metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+            raise ProtocolError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
         if len(tracks) == 0:
-            raise ValueError("no tracks given: evaluate needs the segment embeddings the trials refer to")
+            raise ProtocolError("no tracks given: evaluate needs the segment embeddings the trials refer to")
         self.cosine = metric == "cosine"
         by_id = {track.track_id: track for track in tracks}
         blocks = []
         for track_id, expected in zip(trials.track_ids, trials.track_segments):
             track = by_id.get(track_id)
             if track is None:
-                raise ValueError(f"the trials use track {track_id!r}, which is not among the given embeddings")
+                raise ProtocolError(f"the trials use track {track_id!r}, which is not among the given embeddings")
             segments = np.asarray(track.segments, dtype=np.float32)
             if segments.ndim != 2 or segments.shape[0] != expected or expected < 1:
-                raise ValueError(
+                raise ProtocolError(
                     f"track {track_id!r} has segments of shape {segments.shape}; the trials were drawn for "
                     f"{expected} segments"
                 )
             blocks.append(segments)
         if len({block.shape[1] for block in blocks}) > 1:
-            raise ValueError("segment embeddings differ in dimension across tracks")
+            raise ProtocolError("segment embeddings differ in dimension across tracks")
         self.matrix = np.concatenate(blocks)
         if self.cosine:
             self.matrix = _normalised(self.matrix)
@@ -526,9 +536,9 @@ class _SegmentTable:
 
     def rows(self, refs: SegmentRefs) -> np.ndarray:
         if np.any((refs.tracks < 0) | (refs.tracks >= self.counts.size)):
-            raise ValueError(f"trials refer to track positions outside [0, {self.counts.size})")
+            raise ProtocolError(f"trials refer to track positions outside [0, {self.counts.size})")
         if np.any((refs.segments < 0) | (refs.segments >= self.counts[refs.tracks])):
-            raise ValueError("trials refer to segment indices beyond their track's segments")
+            raise ProtocolError("trials refer to segment indices beyond their track's segments")
         return self.offsets[refs.tracks] + refs.segments
 
     def _centre(self, total: np.ndarray, count: np.ndarray | int) -> np.ndarray:
@@ -611,10 +621,6 @@ def evaluate(tracks: Sequence[TrackEmbeddings], trials: Trials, metric: str = "c
         skipped_singers=dict(trials.skipped_singers),
         verification_scores=raw_scores,
     )
-
-
-class TrialListError(SingerIdError, ValueError):
-    """A verification trial list that cannot be read; the message names the file and the line."""
 
 
 def read_trial_list(path: str | Path) -> list[tuple[int, str, str]]:

@@ -241,6 +241,11 @@ class Trainer:
         self.singers, singer_tracks = training_singers(self.store)
         if len(self.singers) < 2:
             raise TrainingError(f"{store_path}: needs at least 2 singers with train tracks, has {len(self.singers)}")
+        if min(config.batch.singers, len(self.singers)) % world.world_size:
+            raise TrainingError(
+                f"batch.singers ({min(config.batch.singers, len(self.singers))}, capped at the store's singers) "
+                f"must be divisible by the {world.world_size} processes"
+            )
         # train tracks are learned from and val tracks choose the best checkpoint: neither may be a test track later
         self.trained_tracks = track_digests(sorted(t.track_id for t in self.store.tracks if t.split in TRAINING_SPLITS))
         loop = config.train
@@ -287,8 +292,24 @@ class Trainer:
         )
         self.writer = tensorboard_writer(run) if world.main else None
 
-    def resume(self, checkpoint: Checkpoint) -> None:
-        """Continues from a checkpoint of this run exactly."""
+    def resume(self, checkpoint: Checkpoint, source: Path) -> None:
+        """Continues from a checkpoint of this run exactly; CheckpointError when it was made with another model,
+        loss, log-mel or set of training singers (resuming it would train something else)."""
+        differs = [
+            name
+            for name, same in (
+                ("model", checkpoint.config.model == self.config.model),
+                ("loss", checkpoint.config.loss == self.config.loss),
+                ("log-mel features", checkpoint.features == self.store.features),
+                ("training singers", checkpoint.singers == self.singers),
+            )
+            if not same
+        ]
+        if differs:
+            raise CheckpointError(
+                f"{source}: made with another {', '.join(differs)} than this config and store; resume with the "
+                "run's own config.yaml and store, or train into a new folder"
+            )
         self.model.load_state_dict(checkpoint.model)
         self.loss_fn.load_state_dict(checkpoint.loss)
         self.optimizer.load_state_dict(checkpoint.optimizer)
@@ -438,7 +459,7 @@ def train(
         raise CheckpointError(f"{run}: holds a trained run already; pass --resume to continue it, or use a new folder")
     trainer = Trainer(Path(store_path), run, config, world, device)
     if resume and (run / "last.pt").exists():
-        trainer.resume(load_checkpoint(run / "last.pt"))
+        trainer.resume(load_checkpoint(run / "last.pt"), run / "last.pt")
     trainer.distribute()
     if world.main:
         run.mkdir(parents=True, exist_ok=True)
