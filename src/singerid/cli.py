@@ -266,6 +266,22 @@ def run_store_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_cohort(p: argparse.ArgumentParser) -> None:
+    """--cohort and --top-n of the commands that can normalise their scores (AS-norm)."""
+    from singerid.scoring import DEFAULT_TOP_N
+
+    p.add_argument(
+        "--cohort",
+        type=Path,
+        default=None,
+        help="npz of cohort embeddings (`singerid embed` of other singers' files, e.g. the training singers'): "
+        "scores are AS-norm normalised against it",
+    )
+    p.add_argument(
+        "--top-n", type=at_least(1), default=DEFAULT_TOP_N, help="closest cohort embeddings per side for AS-norm"
+    )
+
+
 def add_device(parser: argparse.ArgumentParser, workers: bool = False) -> None:
     """--device (and --workers for the front end of many files) of the commands that run the network."""
     parser.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one, else cpu), cpu, cuda:N")
@@ -476,7 +492,13 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
         "fields or quoted paths",
     )
     p.add_argument("--root", type=Path, default=None, help="folder the paths are relative to (default: the list's)")
-    p.add_argument("--out", type=Path, default=None, help="write 'score label path1 path2' per line here (tabs)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write 'score label path1 path2' per line here (tabs; AS-norm scores with --cohort)",
+    )
+    add_cohort(p)
     add_device(p, workers=True)
     p.set_defaults(handler=run_score_trials)
 
@@ -524,6 +546,7 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("library", type=Path, help=library_help)
     p.add_argument("files", type=Path, nargs="+", help="audio files (a same-named .lrc beside a file gives its lyrics)")
     p.add_argument("--top-k", type=at_least(1), default=5, help="how many candidate singers to list per file")
+    add_cohort(p)
     add_device(p, workers=True)
     p.set_defaults(handler=run_identify)
 
@@ -534,6 +557,7 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", type=Path, help="audio file to verify")
     p.add_argument("--singer", required=True, help="the claimed singer id, as enrolled")
     p.add_argument("--threshold", type=float, default=None, help="accept at or above (default: the library's)")
+    add_cohort(p)
     add_device(p)
     p.set_defaults(handler=run_verify)
 
@@ -635,6 +659,17 @@ def run_score_trials(args: argparse.Namespace) -> int:
         return 2
     scores = np.array([float(cache[a] @ cache[b]) for _, a, b in trials])
     labels = np.array([label for label, _, _ in trials])
+    raw_eer = None
+    if args.cohort:
+        from singerid.scoring import as_norm, cohort_statistics, load_cohort
+
+        cohort = load_cohort(args.cohort, encoder.embedding_dim)
+        names = list(cache)
+        means, deviations = cohort_statistics(np.stack([cache[p] for p in names]), cohort, args.top_n)
+        stats = {p: (means[i], deviations[i]) for i, p in enumerate(names)}
+        if len(set(labels.tolist())) == 2:
+            raw_eer = verification_result(scores, labels).eer
+        scores = np.array([as_norm(s, stats[a], stats[b]) for s, (_, a, b) in zip(scores, trials)])
     if args.out:  # tab-separated, so paths with spaces read back
         lines = "".join(f"{s:.6f}\t{l}\t{a}\t{b}\n" for s, (l, a, b) in zip(scores, trials))
         write_atomically(args.out, lines)
@@ -643,9 +678,12 @@ def run_score_trials(args: argparse.Namespace) -> int:
         print(f"score-trials: {len(trials)} trials, all {kind}: an EER needs both kinds", file=sys.stderr)
         return batch_status(len(trials), asked)
     result = verification_result(scores, labels)
+    normalised = ""
+    if raw_eer is not None:
+        normalised = f" with AS-norm (top {args.top_n} of {args.cohort}; raw EER {100 * raw_eer:.2f} %)"
     print(
         f"score-trials: {result.trials} trials ({result.targets} target): EER {100 * result.eer:.2f} %, "
-        f"minDCF(0.01) {result.min_dcf_01:.3f}, minDCF(0.05) {result.min_dcf_05:.3f}"
+        f"minDCF(0.01) {result.min_dcf_01:.3f}, minDCF(0.05) {result.min_dcf_05:.3f}{normalised}"
     )
     return batch_status(len(trials), asked)
 
@@ -707,14 +745,27 @@ def run_enroll(args: argparse.Namespace) -> int:
 
 
 def run_identify(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from singerid.encoder import mean_embedding
 
     library, encoder = open_library(args.library, args.device)
     files = list(dict.fromkeys(args.files))  # a file named twice is answered once
     embeddings = embed_files(encoder, files, "identify", args.workers)
+    cohort = None
+    if args.cohort:
+        from singerid.scoring import load_cohort, normalised_candidates
+
+        cohort = load_cohort(args.cohort, library.dim)
     for path, segments in embeddings.items():
-        matches = library.identify(mean_embedding(segments), top_k=args.top_k, open_set=False)
+        query = mean_embedding(segments)
+        matches = library.identify(query, top_k=args.top_k * (4 if cohort is not None else 1), open_set=False)
         candidates = ", ".join(f"{m.singer_id} ({m.score:.3f})" for m in matches)
+        if cohort is not None and matches:  # the cosine shortlist, ranked again by AS-norm
+            prototypes = [library.prototypes_of(m.singer_id) for m in matches]
+            raw, normalised = normalised_candidates(query, prototypes, cohort, args.top_n)
+            order = np.argsort(-normalised)[: args.top_k]
+            candidates = ", ".join(f"{matches[i].singer_id} ({normalised[i]:.3f}; cosine {raw[i]:.3f})" for i in order)
         if library.threshold is not None and (not matches or matches[0].score < library.threshold):
             candidates = f"unknown singer (below the threshold {library.threshold:.3f}); closest: {candidates}"
         print(f"{path}: {candidates}")
@@ -723,7 +774,20 @@ def run_identify(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     library, encoder = open_library(args.library, args.device)
-    result = library.verify(args.singer, encoder.embed_file(args.file), threshold=args.threshold)
+    embedding = encoder.embed_file(args.file)
+    if args.cohort:
+        from singerid.scoring import load_cohort, normalised_candidates
+
+        if args.threshold is None:
+            from singerid.library import LibraryError
+
+            raise LibraryError("with --cohort, give --threshold on the AS-norm scale (the library's is a cosine)")
+        cohort = load_cohort(args.cohort, library.dim)
+        _, (score,) = normalised_candidates(embedding, [library.prototypes_of(args.singer)], cohort, args.top_n)
+        verdict = "accepted" if score >= args.threshold else "rejected"
+        print(f"{args.file}: {verdict} as {args.singer} (AS-norm score {score:.3f}, threshold {args.threshold:.3f})")
+        return 0 if score >= args.threshold else 1
+    result = library.verify(args.singer, embedding, threshold=args.threshold)
     verdict = "accepted" if result.accepted else "rejected"
     print(f"{args.file}: {verdict} as {result.singer_id} (score {result.score:.3f}, threshold {result.threshold:.3f})")
     return 0 if result.accepted else 1
