@@ -138,6 +138,34 @@ def test_scores_match_a_direct_computation() -> None:
             np.testing.assert_array_equal(labels, pairs.enrollment_singers == pairs.query_singers)
 
 
+def test_a_cohort_normalises_verification_scores_only() -> None:
+    """With a cohort, each verification score is the AS-norm of its cosine (checked pair by pair against
+    scoring.as_norm); identification is untouched."""
+    from singerid.scoring import as_norm, cohort_statistics, unit_rows
+
+    tracks = both_groups(noise=0.8, singers=5, tracks_per_singer=8, segments=4)
+    trials = make_trials(tracks, replace(SMALL, query_segments=(2,), enroll_segments=(3,)))
+    cohort = unit_rows(np.random.default_rng(5).standard_normal((40, 16)))
+    raw, normalised = evaluate(tracks, trials), evaluate(tracks, trials, cohort=cohort, top_n=7)
+    assert raw.identification == normalised.identification
+    table = {t.track_id: unit_rows(t.segments) for t in tracks}
+    pairs = trials.groups["seen"].one_on_one
+    first = unit_rows(
+        np.stack(
+            [
+                table[trials.track_ids[t]][s]
+                for t, s in zip(pairs.enrollment.tracks[:, 0], pairs.enrollment.segments[:, 0])
+            ]
+        )
+    )
+    second = unit_rows(
+        np.stack([table[trials.track_ids[t]][s] for t, s in zip(pairs.query.tracks[:, 0], pairs.query.segments[:, 0])])
+    )
+    cosines, _ = raw.verification_scores["one_on_one/seen"]
+    expected = as_norm(cosines, cohort_statistics(first, cohort, 7), cohort_statistics(second, cohort, 7))
+    np.testing.assert_allclose(normalised.verification_scores["one_on_one/seen"][0], expected, atol=1e-4)
+
+
 def test_squared_euclidean_scores_match_a_direct_computation() -> None:
     """The prototypical loss's metric (eq. 3): plain means of raw embeddings, minus squared distances."""
     tracks = both_groups(noise=0.8, singers=5, tracks_per_singer=8, segments=4)

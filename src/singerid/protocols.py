@@ -34,6 +34,7 @@ from singerid.errors import SingerIdError
 from singerid.fileio import write_atomically
 from singerid.metrics import top_k_accuracy, verification_result
 from singerid.results import METRICS, EvaluationResult, IdentificationScore, VerificationScore
+from singerid.scoring import DEFAULT_TOP_N, normalised_pair_scores
 from singerid.splits import GROUP_OF_SPLIT, GROUPS
 
 __all__ = [
@@ -577,17 +578,30 @@ class _SegmentTable:
         return -np.sum((first.astype(np.float64) - second) ** 2, axis=1)
 
 
-def _verify(table: _SegmentTable, trials: VerificationTrials) -> tuple[np.ndarray, np.ndarray, VerificationScore]:
-    scores = table.pair_scores(table.centroids(trials.enrollment), table.centroids(trials.query))
+def _verify(
+    table: _SegmentTable, trials: VerificationTrials, cohort: np.ndarray | None, top_n: int
+) -> tuple[np.ndarray, np.ndarray, VerificationScore]:
+    enrolments, queries = table.centroids(trials.enrollment), table.centroids(trials.query)
+    if cohort is None:
+        scores = table.pair_scores(enrolments, queries)
+    else:
+        scores = normalised_pair_scores(enrolments, queries, cohort, top_n)
     labels = trials.labels
     summary = verification_result(scores, labels)
     score = VerificationScore(summary.eer, summary.min_dcf_01, summary.min_dcf_05, summary.trials, summary.targets)
     return scores, labels, score
 
 
-def evaluate(tracks: Sequence[TrackEmbeddings], trials: Trials, metric: str = "cosine") -> EvaluationResult:
+def evaluate(
+    tracks: Sequence[TrackEmbeddings],
+    trials: Trials,
+    metric: str = "cosine",
+    cohort: np.ndarray | None = None,
+    top_n: int = DEFAULT_TOP_N,
+) -> EvaluationResult:
     """Score every trial of ``trials`` on the segment embeddings of ``tracks``, with cosine similarity or (for
-    models trained on it) minus the squared Euclidean distance.
+    models trained on it) minus the squared Euclidean distance; with a ``cohort`` (unit embeddings), verification
+    scores are cosines normalised by AS-norm (:mod:`singerid.scoring`), whatever ``metric``.
 
     ``tracks`` must hold every track the trials use, with the same segment counts (ValueError otherwise).
     """
@@ -606,10 +620,10 @@ def evaluate(tracks: Sequence[TrackEmbeddings], trials: Trials, metric: str = "c
                 top5=top_k_accuracy(candidate_scores, queries.targets, 5),
                 trials=int(queries.targets.size),
             )
-        scores, labels, one_on_one[group] = _verify(table, group_trials.one_on_one)
+        scores, labels, one_on_one[group] = _verify(table, group_trials.one_on_one, cohort, top_n)
         raw_scores[f"one_on_one/{group}"] = (scores, labels)
         for s, pairs in group_trials.centroid.items():
-            scores, labels, centroid.setdefault(s, {})[group] = _verify(table, pairs)
+            scores, labels, centroid.setdefault(s, {})[group] = _verify(table, pairs, cohort, top_n)
             raw_scores[f"centroid/{s}/{group}"] = (scores, labels)
     singers = {group: len(trials.groups[group].singers) if group in trials.groups else 0 for group in GROUPS}
     singers["skipped"] = len(trials.skipped_singers)
