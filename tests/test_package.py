@@ -18,6 +18,7 @@ def test_the_wheel_installs_and_runs_the_chain_outside_the_checkout(tmp_path: Pa
     (wheel,) = wheels.glob("singerid-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "singerid/configs/cpu.yaml" in names and "singerid/configs/paper/apnl-m4.yaml" in names
+    assert {"singerid/web/index.html", "singerid/web/app.js", "singerid/web/app.css"} <= set(names)
     site = tmp_path / "site"  # the wheel's own files, ahead of the checkout's on the path
     install = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site), str(wheel)]
     subprocess.run(install, check=True, capture_output=True, cwd=tmp_path)

@@ -150,12 +150,15 @@ def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
 
 
 def test_health(server):
-    assert call(server, "GET", "/health") == (200, {"status": "ok", "singers": 3, "dim": DIM})
+    assert call(server, "GET", "/health") == (
+        200,
+        {"status": "ok", "singers": 3, "dim": DIM, "max_upload_bytes": 200_000},
+    )
 
 
 def test_identify_known_and_unknown_tones(server, tones):
     status, answer = call(server, "POST", "/identify?top_k=2", tones[330])
-    assert status == 200 and answer["unknown"] is False
+    assert status == 200 and answer["unknown"] is False and answer["threshold"] == 0.6
     assert [match["singer_id"] for match in answer["matches"]] == ["bob", "alice"]
     assert answer["matches"][0]["score"] == pytest.approx(1 / np.sqrt(1.25), abs=1e-5)
     assert answer["matches"][1]["score"] == pytest.approx(0.0, abs=1e-5)
@@ -308,7 +311,7 @@ def test_an_upload_streams_to_disk_instead_of_memory():
     assert peak < 2_000_000  # holding the body would take its 8 MB
 
 
-def test_at_most_max_decodes_uploads_are_embedded_at_once(tones):
+def test_eight_clients_at_once_all_get_answers_with_at_most_max_decodes_embedding(tones):
     lock = threading.Lock()
     embedding_now = most = 0
 
@@ -322,8 +325,9 @@ def test_at_most_max_decodes_uploads_are_embedded_at_once(tones):
             embedding_now -= 1
         return fake_embed(wave, sample_rate)
 
-    with running(sample_library(), slow_embed, max_decodes=2) as address, ThreadPoolExecutor(6) as clients:
-        answers = list(clients.map(lambda _: call(address, "POST", "/identify?top_k=1", tones[220]), range(6)))
+    with running(sample_library(), slow_embed, max_decodes=2) as address, ThreadPoolExecutor(8) as clients:
+        answers = list(clients.map(lambda _: call(address, "POST", "/identify?top_k=1", tones[220]), range(8)))
+    assert len(answers) == 8
     assert all(status == 200 and answer["matches"][0]["singer_id"] == "alice" for status, answer in answers)
     assert most == 2
 

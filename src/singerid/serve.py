@@ -1,15 +1,22 @@
 """An HTTP service over a singer library, on the Python standard library alone (no web framework).
 
-Endpoints (every response is JSON; errors are ``{"error": "..."}`` and never a traceback):
+Endpoints (every response but the page's files is JSON; errors are ``{"error": "..."}``, never a traceback):
 
 =============================  ===========================================================================
-``GET  /health``               ``{"status": "ok", "singers": n, "dim": d}``; never needs the token
+``GET  /``                     the web page (``singerid/web``: plain HTML, JS and CSS, nothing loaded from
+                               elsewhere); it and its ``/app.js`` and ``/app.css`` never need the token
+``GET  /health``               ``{"status": "ok", "singers": n, "dim": d, "max_upload_bytes": b}``; never
+                               needs the token
 ``POST /identify?top_k=5``     body: an audio file (any format FFmpeg reads) ->
-                               ``{"matches": [{"singer_id", "score"}, ...], "unknown": bool}``; ``unknown``
-                               when the best score is below the library's threshold (the closest candidates
-                               are still listed) or the library is empty
+                               ``{"matches": [{"singer_id", "score"}, ...], "unknown": bool, "threshold"}``;
+                               ``unknown`` when the best score is below the library's ``threshold`` (null
+                               when it has none; the closest candidates are still listed) or the library is
+                               empty
 ``POST /verify?singer_id=X``   body: audio -> ``{"singer_id", "score", "accepted", "threshold"}``
 ``GET  /similar?singer_id=X``  ``&top_k=5`` -> ``{"matches": [...]}``
+``GET  /singers?q=text``       ``&limit=100`` -> ``{"singers": [...], "matched": m, "total": n}``: the first
+                               ``limit`` enrolled ids containing ``q``, sorted, both regardless of case and
+                               accents (``folded``); ``matched`` ids contain ``q``, ``total`` are enrolled
 ``POST /enroll?singer_id=X``   body: audio -> ``{"enrolled": X, "replaced": false, "singers": n}``; adds the
                                clip's windows to the singer (a new singer is created), as ``singerid enroll``
                                adds tracks; ``&replace=1`` replaces what the singer had (``singerid serve``
@@ -24,7 +31,8 @@ The body streams to a temporary file (never whole in memory); at most ``max_deco
 decoded by ``singerid.audio.load_audio`` at 16 kHz and embedded by the caller's ``embed(wave, sample_rate)`` at
 once, the others wait their turn. A form is parsed in memory, a few times its size, inside that limit.
 
-Token: with ``make_server(..., token=T)`` every request but ``GET /health`` needs ``Authorization: Bearer T``.
+Token: with ``make_server(..., token=T)`` every request but ``GET /health`` and the page's files needs
+``Authorization: Bearer T`` (the page holds no data; it asks for the token and sends it).
 Bind to loopback unless a token or a proxy guards the port (``exposure_warning`` says when neither does).
 
 Status codes: 400 bad audio, parameters, singer id or body; 401 no or wrong token; 404 unknown singer or path;
@@ -38,7 +46,9 @@ from __future__ import annotations
 
 import contextlib
 import email.policy
+import functools
 import hmac
+import importlib.resources
 import ipaddress
 import json
 import logging
@@ -51,7 +61,7 @@ from email.feedparser import BytesFeedParser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -75,6 +85,20 @@ MULTIPART_BYTES_PER_LINE_BREAK = 32
 # After refusing an upload, read and drop up to this much of it, so the client sees the answer, not a reset.
 DRAIN_BYTES = 1024 * 1024
 DRAIN_SECONDS = 2.0
+# The web page's files (package data under singerid/web), served without the token.
+WEB_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/app.css": ("app.css", "text/css; charset=utf-8"),
+}
+PUBLIC_PATHS = {"/health", *WEB_FILES}
+# Nothing but this server's own files and answers: no outside script, style, font, image or connection.
+WEB_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "media-src 'self' blob:; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-cache",
+    "Referrer-Policy": "no-referrer",
+}
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger(f"{__name__}.access")
@@ -100,10 +124,25 @@ class RequestError(Exception):
         self.headers = headers or {}
 
 
+class WebFile(NamedTuple):
+    """A file of the web page, as sent."""
+
+    body: bytes
+    content_type: str
+
+
+@functools.cache
+def web_file(path: str) -> WebFile:
+    """The page's file served at ``path`` (a key of WEB_FILES), read once from the package."""
+    name, content_type = WEB_FILES[path]
+    return WebFile(importlib.resources.files("singerid").joinpath("web", name).read_bytes(), content_type)
+
+
 class SingerServer(ThreadingHTTPServer):
     """A threaded HTTP server holding the library, the embedding function and the request limits."""
 
     daemon_threads = True
+    request_queue_size = 64  # connections waiting to be accepted (the base class's 5 refuses bursts of clients)
 
     def __init__(
         self,
@@ -247,9 +286,10 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         self.query = parse_qs(url.query)
         self.body_read = False
+        self.route = url.path
         routes = _ROUTES.get(url.path)
         try:
-            if (method, url.path) != ("GET", "/health"):
+            if method != "GET" or url.path not in PUBLIC_PATHS:
                 self._authorize()
             if routes is None:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"no such endpoint: {url.path}")
@@ -258,7 +298,11 @@ class _Handler(BaseHTTPRequestHandler):
                 raise RequestError(
                     HTTPStatus.METHOD_NOT_ALLOWED, f"{url.path} takes {allowed}", headers={"Allow": allowed}
                 )
-            self._send(HTTPStatus.OK, routes[method](self))
+            answer = routes[method](self)
+            if isinstance(answer, WebFile):
+                self._respond(HTTPStatus.OK, answer.body, answer.content_type, WEB_HEADERS)
+            else:
+                self._send(HTTPStatus.OK, answer)
         except RequestError as error:
             self._send(error.status, {"error": error.message}, error.headers)
         except SingerIdError as error:  # the request's fault; anything else is a bug: a 500
@@ -272,10 +316,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: HTTPStatus, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        self._respond(status, body, "application/json; charset=utf-8", headers)
+
+    def _respond(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None) -> None:
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Content-Type-Options", "nosniff")
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
@@ -319,10 +367,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.BAD_REQUEST, f"missing query parameter {name!r}")
         return values[0]
 
-    def _top_k(self) -> int:
-        text = self.query.get("top_k", ["5"])[0]
+    def _count(self, name: str, default: int) -> int:
+        """The query parameter ``name``: an integer from 1 to MAX_TOP_K, ``default`` when absent."""
+        text = self.query.get(name, [str(default)])[0]
         if not text.isdecimal() or not 1 <= int(text) <= MAX_TOP_K:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"top_k must be an integer from 1 to {MAX_TOP_K}, got {text!r}")
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be an integer from 1 to {MAX_TOP_K}, got {text!r}")
         return int(text)
 
     def _known_singer(self) -> str:
@@ -430,17 +479,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- endpoints -------------------------------------------------------------------------------------------
 
+    def _web_file(self) -> WebFile:
+        return web_file(self.route)
+
     def _health(self) -> dict[str, Any]:
         library = self.server.library
-        return {"status": "ok", "singers": len(library), "dim": library.dim}
+        return {"status": "ok", "singers": len(library), "dim": library.dim, "max_upload_bytes": self.server.max_bytes}
 
     def _identify(self) -> dict[str, Any]:
-        top_k = self._top_k()
+        top_k = self._count("top_k", 5)
         library = self.server.library
         matches = library.identify(self._uploaded_segments(), top_k, open_set=False)
         threshold = library.threshold
         unknown = not matches or (threshold is not None and matches[0].score < threshold)
-        return {"matches": [match_json(match) for match in matches], "unknown": unknown}
+        return {"matches": [match_json(match) for match in matches], "unknown": unknown, "threshold": threshold}
 
     def _verify(self) -> dict[str, Any]:
         singer_id = self._known_singer()
@@ -456,7 +508,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _similar(self) -> dict[str, Any]:
         singer_id = self._known_singer()
-        return {"matches": [match_json(match) for match in self.server.library.similar(singer_id, self._top_k())]}
+        return {
+            "matches": [match_json(match) for match in self.server.library.similar(singer_id, self._count("top_k", 5))]
+        }
+
+    def _singers(self) -> dict[str, Any]:
+        text = folded(self.query.get("q", [""])[0])
+        limit = self._count("limit", 100)
+        library = self.server.library
+        found = sorted((singer for singer in library.singers if text in folded(singer)), key=lambda s: (folded(s), s))
+        return {"singers": found[:limit], "matched": len(found), "total": len(library)}
 
     def _enroll(self) -> dict[str, Any]:
         singer_id = check_singer_id(self._parameter("singer_id"))
@@ -468,13 +529,21 @@ class _Handler(BaseHTTPRequestHandler):
         return {"enrolled": singer_id, "replaced": replace, "singers": singers}
 
 
-_ROUTES: dict[str, dict[str, Callable[[_Handler], dict[str, Any]]]] = {
+_ROUTES: dict[str, dict[str, Callable[[_Handler], dict[str, Any] | WebFile]]] = {
+    **{path: {"GET": _Handler._web_file} for path in WEB_FILES},
     "/health": {"GET": _Handler._health},
     "/identify": {"POST": _Handler._identify},
     "/verify": {"POST": _Handler._verify},
     "/similar": {"GET": _Handler._similar},
+    "/singers": {"GET": _Handler._singers},
     "/enroll": {"POST": _Handler._enroll},
 }
+
+
+def folded(text: str) -> str:
+    """``text`` without case or accents, as /singers searches and sorts ids: "Álvaro" -> "alvaro"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(character for character in decomposed if not unicodedata.combining(character)).casefold()
 
 
 def match_json(match: Match) -> dict[str, Any]:
