@@ -3,6 +3,7 @@ again, skipped with one line when resemblyzer is missing or a test track's audio
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import shutil
@@ -17,7 +18,7 @@ from singerid.cli import main
 from singerid.encoder import window_starts
 from singerid.evaluation import EvaluationOptions, evaluate_run
 from singerid.features import FeatureConfig, num_frames
-from singerid.peer import PEER_NAME, kept_rows
+from singerid.peer import PEER_NAME, PeerError, kept_rows, peer_system
 from singerid.protocols import ProtocolConfig
 from singerid.store import FeatureStore
 
@@ -77,6 +78,19 @@ def test_without_resemblyzer_the_peer_is_skipped(
     assert "speech peer skipped: resemblyzer is not installed (pip install 'singerid[peer]')" in printed
     systems = json.loads((out / "results.json").read_text(encoding="utf-8"))["systems"]
     assert [s["system"]["kind"] for s in systems] == ["trained", "untrained", "mfcc"]
+
+
+def test_a_resemblyzer_that_cannot_import_says_why(quick_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def webrtcvad_without_pkg_resources(name: str, *args: object, **kwargs: object) -> object:
+        if name == "resemblyzer":
+            raise ModuleNotFoundError("No module named 'pkg_resources'", name="pkg_resources")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", webrtcvad_without_pkg_resources)
+    with pytest.raises(PeerError, match="cannot be imported: No module named 'pkg_resources' .* webrtcvad-wheels"):
+        peer_system(FeatureStore(quick_store), 350)
 
 
 def test_a_test_track_without_audio_leaves_the_peer_out(tiny_run: Path, quick_store: Path, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,9 @@ class PeerError(SingerIdError):
 def _resemblyzer() -> Any:
     """The resemblyzer module; PeerError saying how to install it when it cannot be imported."""
     try:
-        import resemblyzer
+        with warnings.catch_warnings():  # its own deprecated imports (scipy.ndimage.morphology): not the user's to fix
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import resemblyzer
     except ImportError as error:
         if error.name == "resemblyzer":
             raise PeerError("resemblyzer is not installed (pip install 'singerid[peer]')") from None
