@@ -65,6 +65,8 @@ def test_lyrics_frames_equal_the_whole_signal_computation(song: tuple[Path, Path
     np.testing.assert_array_equal(frontend().wave_frames(wave, lrc).frames, result.frames)
     lyrics = read_lrc(lrc, duration=len(wave) / RATE)
     np.testing.assert_array_equal(result.frames, expected_frames(wave, lyric_regions(lyrics, len(wave) / RATE)))
+    assert result.keep is not None and len(result.keep) == len(log_mel(wave))  # which frames: a mask over all
+    np.testing.assert_array_equal(log_mel(wave)[result.keep].astype(np.float16), result.frames)
 
 
 @pytest.mark.parametrize("separation", ["none", "repet"])
@@ -77,6 +79,7 @@ def test_detector_frames_equal_the_whole_signal_computation(song: tuple[Path, Pa
     assert result.method == "vad" and result.voice_seconds == pytest.approx(sum(e - s for s, e in regions))
     expected = expected_frames(wave if separation == "none" else vocals, regions)
     np.testing.assert_allclose(result.frames.astype(np.float32), expected.astype(np.float32), atol=1e-2)
+    assert result.keep is not None and result.keep.sum() == len(result.frames) == len(expected)
 
 
 def test_a_long_file_is_cut_with_a_warning_and_says_how_much(song: tuple[Path, Path]) -> None:

@@ -383,7 +383,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="frames per test window (350: 3.5 s, the paper's segment)",
     )
     p.add_argument("--hop-frames", type=at_least(0), default=0, help="hop between test windows (0: the window length)")
-    p.add_argument("--no-baselines", action="store_true", help="skip the untrained-network and MFCC baselines")
+    p.add_argument("--no-baselines", action="store_true", help="skip the baselines (untrained, MFCC, speech peer)")
     p.add_argument(
         "--queries-per-singer", type=at_least(1), default=20, help="identification trials per singer and length"
     )
@@ -431,7 +431,7 @@ def add_experiment(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--store", type=Path, nargs="+", help="existing feature stores (one per separation)")
     p.add_argument("--separation", default="none", help="comma-separated separation settings, e.g. none,repet")
     add_overrides(p, "overrides applied to every config")
-    p.add_argument("--no-baselines", action="store_true", help="skip the untrained-network and MFCC baselines")
+    p.add_argument("--no-baselines", action="store_true", help="skip the baselines (untrained, MFCC, speech peer)")
     p.add_argument("--workers", type=at_least(1), default=_workers_default(), help="parallel processes for prepare")
     p.set_defaults(handler=run_experiment_command, resumable=True)
 

@@ -4,7 +4,8 @@ Each test track of the store is cut into 3.5 s windows (the paper's segment, wha
 configurable) over its vocal frames; the raw window embeddings are cached per system, so a rerun only scores.
 Trial lists are made once per store and evaluation folder (seeded) and saved, so every system is scored on the
 same trials. A system is scored with the metric its loss was trained with: cosine, or the squared Euclidean
-distance of the prototypical loss (PNL).
+distance of the prototypical loss (PNL). The baselines: the untrained network, MFCC statistics and, when
+resemblyzer is installed, a speech-pretrained peer (`peer.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from singerid.encoder import SingerEncoder, windows
 from singerid.features import SEGMENT_FRAMES, FeatureConfig, FrontendConfig
 from singerid.fileio import atomic_path
 from singerid.losses import LOSSES
+from singerid.peer import PeerError, peer_system
 from singerid.progress import progress_bar
 from singerid.protocols import ProtocolConfig, TrackEmbeddings, Trials, evaluate, load_trials, make_trials, save_trials
 from singerid.report import write_report
@@ -134,11 +136,12 @@ def test_embeddings(
             return [TrackEmbeddings(t.singer_id, t.track_id, t.split, data[t.track_id]) for _, t in tracks]
     result = []
     bar = progress_bar(total=len(tracks), desc=f"embed {name}".strip(), unit="track", disable=not progress, leave=False)
-    embedded = embedder.embed_many(tracks, lambda entry: store.frames(entry[0]), hop_frames=hop_frames, normalize=False)
-    for (_, t), segments in embedded:
-        result.append(TrackEmbeddings(t.singer_id, t.track_id, t.split, segments))
-        bar.update()
-    bar.close()
+    embedded = embedder.embed_many([i for i, _ in tracks], store.frames, hop_frames=hop_frames, normalize=False)
+    with bar:
+        for index, segments in embedded:
+            t = store.tracks[index]
+            result.append(TrackEmbeddings(t.singer_id, t.track_id, t.split, segments))
+            bar.update()
     if cache is not None:
         with atomic_path(cache) as temporary:
             np.savez(temporary, **{e.track_id: e.segments for e in result})
@@ -146,15 +149,25 @@ def test_embeddings(
 
 
 def baseline_systems(
-    config: TrainConfig, store: FeatureStore, window_frames: int, device: str = "auto"
+    config: TrainConfig,
+    store: FeatureStore,
+    window_frames: int,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
 ) -> list[tuple[SystemInfo, Embedder]]:
-    """The untrained network of `config` and the MFCC-statistics baseline, named for the tables."""
+    """The untrained network of `config`, the MFCC-statistics baseline and the speech peer (unless resemblyzer
+    cannot be imported: `log` says so), named for the tables."""
     separation = store.header.frontend.separation
     untrained = untrained_encoder(config, store.features, store.header.frontend, window_frames, device)
-    return [
+    systems: list[tuple[SystemInfo, Embedder]] = [
         (SystemInfo("untrained", "-", "-", separation, "untrained", untrained.metric), untrained),
         (SystemInfo("mfcc-stats", "-", "-", separation, "mfcc"), MfccStatistics(store, window_frames)),
     ]
+    try:
+        systems.append(peer_system(store, window_frames, device))
+    except PeerError as error:
+        log(f"speech peer skipped: {error}")
+    return systems
 
 
 def system_info(name: str, config: TrainConfig, separation: str, metric: str) -> SystemInfo:
@@ -169,7 +182,7 @@ class EvaluationOptions:
     checkpoint: str = "best"  # best | last
     window_frames: int = SEGMENT_FRAMES  # frames per test window: 350 (3.5 s), the paper's segment
     hop_frames: int = 0  # hop between test windows; 0: the window length (no overlap)
-    baselines: bool = True  # also score the untrained network and the MFCC-statistics baseline
+    baselines: bool = True  # also score the untrained network, MFCC statistics and the speech peer
     protocol: ProtocolConfig = ProtocolConfig()
     device: str = "auto"  # where the networks run: auto (a CUDA GPU when there is one), cpu, cuda:N
 
@@ -180,9 +193,11 @@ def evaluate_systems(
     out: Path,
     options: EvaluationOptions,
     progress: bool = True,
+    log: Callable[[str], None] = print,
 ) -> tuple[list[SystemResult], dict[str, Any]]:
     """Scores each (info, embedder) on the store's test tracks with shared, saved trials; returns the results
-    and track-embedding maps per system."""
+    and track-embedding maps per system. A peer that cannot embed every test track is left out (`log` says why):
+    every system is scored on the same trials."""
     out.mkdir(parents=True, exist_ok=True)
     results = []
     maps: dict[str, tuple[np.ndarray, list[str]]] = {}
@@ -192,7 +207,11 @@ def evaluate_systems(
         hop = options.hop_frames or embedder.window_frames
         window = f"win{embedder.window_frames}-hop{hop}"
         cache = out / f"embeddings-{info.name}-{embedder.cache_key}-store{store_key}-{window}-raw.npz"
-        tracks = test_embeddings(embedder, store, hop, cache, progress, info.name)
+        try:
+            tracks = test_embeddings(embedder, store, hop, cache, progress, info.name)
+        except PeerError as error:
+            log(f"speech peer skipped: {error}; it embeds every test track or none, as all systems share the trials")
+            continue
         if hop not in trials:  # one trial list per set of test windows and protocol, saved and reused
             windows_per_track = sorted((t.track_id, t.singer_id, t.split, len(t.segments)) for t in tracks)
             key = json.dumps({"windows": windows_per_track, "protocol": asdict(options.protocol)}, sort_keys=True)
@@ -255,9 +274,10 @@ def evaluate_run(
     options: EvaluationOptions = EvaluationOptions(),
     out: Path | None = None,
     progress: bool = True,
+    log: Callable[[str], None] = print,
 ) -> tuple[Path, list[SystemResult]]:
     """Evaluates a run (and the baselines) on a store; writes results.json, tables and plots; returns the report's
-    path and the results."""
+    path and the results. `log` says which baseline was skipped and why."""
     store = FeatureStore(store_path)
     checkpoint = load_checkpoint(run / f"{options.checkpoint}.pt")
     check_compatible(checkpoint, store, str(run))
@@ -267,8 +287,8 @@ def evaluate_run(
     info = system_info(run.name, checkpoint.config, separation, encoder.metric)
     systems: list[tuple[SystemInfo, Embedder]] = [(info, encoder)]
     if options.baselines:
-        systems += baseline_systems(checkpoint.config, store, options.window_frames, options.device)
-    results, maps = evaluate_systems(systems, store, out, options, progress)
+        systems += baseline_systems(checkpoint.config, store, options.window_frames, options.device, log)
+    results, maps = evaluate_systems(systems, store, out, options, progress, log)
     report = write_report(
         results,
         out,

@@ -100,9 +100,9 @@ def run_experiment(
             encoder = SingerEncoder.from_checkpoint(checkpoint, options.device, window_frames=options.window_frames)
             systems.append((system_info(cell.name, cell.config, separation, encoder.metric), encoder))
         if options.baselines and here:
-            systems += baseline_systems(here[0].config, store, options.window_frames, options.device)
+            systems += baseline_systems(here[0].config, store, options.window_frames, options.device, log)
         log(f"experiment: evaluating {len(systems)} systems on the {separation} store")
-        found, embeddings = evaluate_systems(systems, store, out / "eval" / separation, options, progress)
+        found, embeddings = evaluate_systems(systems, store, out / "eval" / separation, options, progress, log)
         results += found
         scores.update(det_scores(found, f" ({separation})"))
         if here:

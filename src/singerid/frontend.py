@@ -42,6 +42,7 @@ class TrackFrames(NamedTuple):
     voice_seconds: float
     lyrics_note: str  # what the lyrics gave: "12 phrases", "no lyrics file", "no timed phrases, 3 lines skipped"
     truncated_seconds: float = 0.0  # seconds of the file beyond max_track_seconds, left out (0.0: nothing cut)
+    keep: np.ndarray | None = None  # which frames of the analysed signal `frames` are: a mask over all its frames
 
 
 class _Scan:
@@ -176,11 +177,11 @@ class TrackFrontend:
         if kept is not None:
             computed = self._keep(planned_regions, len(keep))  # the frames of `kept`
             if np.array_equal(keep, computed):
-                return TrackFrames(kept, method, seconds, note, truncated)
+                return TrackFrames(kept, method, seconds, note, truncated, keep)
             if not np.any(keep & ~computed):
-                return TrackFrames(kept[keep[computed]], method, seconds, note, truncated)
+                return TrackFrames(kept[keep[computed]], method, seconds, note, truncated, keep)
         frames = self._select(held or log_mel_stream(analysed(), self.features), keep)
-        return TrackFrames(frames, method, seconds, note, truncated)
+        return TrackFrames(frames, method, seconds, note, truncated, keep)
 
     def _lyrics(self, lrc: Path | None, duration: float | None) -> tuple[Lyrics | None, str]:
         """The track's lyrics when they have phrases or mark it instrumental (else None), and the note on what they

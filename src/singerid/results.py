@@ -42,7 +42,7 @@ class SystemInfo:
     loss: str = ""  # the loss's registry name; "-" or "" for a baseline
     setting: str = ""  # the setting the paper varies: "alpha=0.2" (triplet) or "M=3"
     separation: str = "none"  # the store's vocal separation
-    kind: str = "trained"  # trained | untrained | mfcc
+    kind: str = "trained"  # trained | untrained | mfcc | peer
     scoring: str = "cosine"  # cosine | sqeuclidean (the prototypical loss's own metric)
 
 
