@@ -325,3 +325,27 @@ def test_a_library_finds_its_model_after_a_move_and_refuses_another(
     shutil.copy(other, moved / "run" / "best.pt")  # its checkpoint replaced by another model's
     assert main(["identify", str(moved / "library"), track.source]) == 2
     assert "cannot be compared" in capsys.readouterr().err
+
+
+def test_enrolment_shards_merge_into_the_whole_library(tiny_run: Path, quick_store: Path, tmp_path: Path, capsys):
+    """enroll --shard K/N on each machine, then `library merge`: the same singers and vectors as one enrolment."""
+    from singerid.library import SingerLibrary
+
+    enroll = ["enroll", "--checkpoint", str(tiny_run / "best.pt"), "--store", str(quick_store), "--quiet"]
+    assert main([enroll[0], str(tmp_path / "whole"), *enroll[1:]]) == 0
+    parts = [tmp_path / f"part {k}" for k in (1, 2, 3)]
+    for k, part in enumerate(parts, start=1):
+        assert main([enroll[0], str(part), *enroll[1:], "--shard", f"{k}/3"]) == 0
+    sizes = [len(SingerLibrary.open(part)) for part in parts]
+    whole = SingerLibrary.open(tmp_path / "whole")
+    assert sum(sizes) == len(whole) and min(sizes) >= 1
+    assert main(["library", "merge", str(tmp_path / "merged"), *map(str, parts)]) == 0
+    assert f"{len(whole)} singers from 3 libraries" in capsys.readouterr().out
+    merged = SingerLibrary.open(tmp_path / "merged")
+    assert sorted(merged.singers) == sorted(whole.singers)
+    for singer in whole.singers:
+        np.testing.assert_allclose(merged.prototypes_of(singer), whole.prototypes_of(singer), atol=1e-5)
+    track = next(t for t in FeatureStore(quick_store).tracks if t.split == "test_seen")
+    assert main(["identify", str(tmp_path / "merged"), track.source]) == 0  # the model is found from the new folder
+    assert main(["library", "merge", str(tmp_path / "twice"), str(parts[0]), str(parts[0])]) == 2
+    assert "is in two of the libraries" in capsys.readouterr().err

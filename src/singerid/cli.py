@@ -520,6 +520,13 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
         help="replace what an enrolled singer had by these tracks (default: add them to it)",
     )
     p.add_argument(
+        "--shard",
+        type=parse_shard,
+        default=None,
+        metavar="K/N",
+        help="enroll only part K of N of the singers (one library per machine; join them with `library merge`)",
+    )
+    p.add_argument(
         "--threshold",
         type=float,
         default=None,
@@ -560,6 +567,14 @@ def add_library_commands(sub: argparse._SubParsersAction) -> None:
     add_cohort(p)
     add_device(p)
     p.set_defaults(handler=run_verify)
+
+    p = sub.add_parser("library", help="join libraries enrolled with --shard K/N", formatter_class=fmt)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    merge = actions.add_parser("merge", help="one library of the singers of several (same model, disjoint singers)")
+    merge.add_argument("out", type=Path, help="merged library folder (new)")
+    merge.add_argument("parts", type=Path, nargs="+", help="libraries to merge")
+    merge.add_argument("--threshold", type=float, default=None, help="open-set threshold (default: the parts' mean)")
+    merge.set_defaults(handler=run_library_merge)
 
     p = sub.add_parser("similar", help="singers whose voices are closest to a singer's", formatter_class=fmt)
     p.add_argument("library", type=Path, help=library_help)
@@ -723,9 +738,9 @@ def run_enroll(args: argparse.Namespace) -> int:
     splits = set(filter(None, args.splits.split(",")))
     skipped: list = []
     if args.store:
-        singers = store_singers(encoder, FeatureStore(args.store), splits)
+        singers = store_singers(encoder, FeatureStore(args.store), splits, args.shard)
     else:
-        singers = catalog_singers(encoder, args.catalog, splits, args.workers, skipped)
+        singers = catalog_singers(encoder, args.catalog, splits, args.workers, skipped, args.shard)
     model = bind_model(args.library, args.checkpoint, digest)
     library = existing or SingerLibrary(encoder.embedding_dim, args.prototypes, model_info=model)
     library.model_info = model  # also brings an older library's record up to date
@@ -791,6 +806,26 @@ def run_verify(args: argparse.Namespace) -> int:
     verdict = "accepted" if result.accepted else "rejected"
     print(f"{args.file}: {verdict} as {result.singer_id} (score {result.score:.3f}, threshold {result.threshold:.3f})")
     return 0 if result.accepted else 1
+
+
+def run_library_merge(args: argparse.Namespace) -> int:
+    from singerid.checkpoint import BASE
+    from singerid.enrollment import bind_model, library_checkpoint
+    from singerid.library import LibraryError, SingerLibrary
+
+    if (args.out / "library.json").exists():
+        raise LibraryError(f"{args.out}: a library already; merge into a new folder")
+    parts = [SingerLibrary.open(part) for part in args.parts]
+    merged = SingerLibrary.merged(parts)
+    record = parts[0].model_info  # bound again, relative to the new folder
+    checkpoint = Path(BASE) if record.get("checkpoint") == BASE else library_checkpoint(args.parts[0], record)
+    merged.model_info = bind_model(args.out, checkpoint, record.get("digest", ""))
+    if args.threshold is not None:
+        merged.threshold = args.threshold
+    merged.save(args.out)
+    threshold = "no threshold" if merged.threshold is None else f"threshold {merged.threshold:.3f}"
+    print(f"library merge: {len(merged)} singers from {len(parts)} libraries in {args.out}; {threshold}")
+    return 0
 
 
 def run_similar(args: argparse.Namespace) -> int:

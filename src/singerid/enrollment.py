@@ -66,22 +66,44 @@ def library_encoder(library_folder: Path, library: SingerLibrary, device: str = 
     return SingerEncoder.from_checkpoint(checkpoint, device)
 
 
-def store_singers(encoder: SingerEncoder, store: FeatureStore, splits: Collection[str]) -> Iterator[SingerSegments]:
-    """Each singer of a store (of `splits`, or all) with its tracks' window embeddings, one singer at a time."""
-    chosen = sorted(
-        (i for i, t in enumerate(store.tracks) if not splits or t.split in splits),
-        key=lambda i: store.tracks[i].singer_id,
-    )
+Shard = tuple[int, int]  # part K of N (1-based), as `prepare --shard K/N`
+
+
+def shard_singers(singers: Iterable[str], shard: Shard | None) -> set[str]:
+    """The singers of part K of N: every N-th in sorted order from the K-th (all when `shard` is None), so each
+    singer is embedded on exactly one machine and the parts merge into one library."""
+    ordered = sorted(set(singers))
+    if shard is None:
+        return set(ordered)
+    k, n = shard
+    return set(ordered[k - 1 :: n])
+
+
+def store_singers(
+    encoder: SingerEncoder, store: FeatureStore, splits: Collection[str], shard: Shard | None = None
+) -> Iterator[SingerSegments]:
+    """Each singer of a store (of `splits`, or all; of part `shard`) with its tracks' window embeddings, one singer
+    at a time."""
+    wanted = [i for i, t in enumerate(store.tracks) if not splits or t.split in splits]
+    mine = shard_singers((store.tracks[i].singer_id for i in wanted), shard)
+    chosen = sorted((i for i in wanted if store.tracks[i].singer_id in mine), key=lambda i: store.tracks[i].singer_id)
     embedded = ((store.tracks[i].singer_id, segments) for i, segments in encoder.embed_many(chosen, store.frames))
     yield from _by_singer(embedded)
 
 
 def catalog_singers(
-    encoder: SingerEncoder, catalog: Path, splits: Collection[str], workers: int, skipped: list[AudioError]
+    encoder: SingerEncoder,
+    catalog: Path,
+    splits: Collection[str],
+    workers: int,
+    skipped: list[AudioError],
+    shard: Shard | None = None,
 ) -> Iterator[SingerSegments]:
-    """Each singer of a catalog (of `splits`, or all) with its tracks' window embeddings from their audio files,
-    one singer at a time; the files that cannot be used are appended to `skipped`."""
-    tracks = sorted((t for t in read_catalog(catalog) if not splits or t.split in splits), key=lambda t: t.singer_id)
+    """Each singer of a catalog (of `splits`, or all; of part `shard`) with its tracks' window embeddings from
+    their audio files, one singer at a time; the files that cannot be used are appended to `skipped`."""
+    wanted = [t for t in read_catalog(catalog) if not splits or t.split in splits]
+    mine = shard_singers((t.singer_id for t in wanted), shard)
+    tracks = sorted((t for t in wanted if t.singer_id in mine), key=lambda t: t.singer_id)
     singer_of = {t.audio_path: t.singer_id for t in tracks}
 
     def embedded() -> Iterator[tuple[str, np.ndarray]]:

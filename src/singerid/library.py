@@ -259,6 +259,41 @@ class SingerLibrary:
             if self._index is not None and singer_id not in self._pending:
                 self._pending.append(singer_id)
 
+    @classmethod
+    def merged(cls, parts: Sequence[SingerLibrary]) -> SingerLibrary:
+        """One library of the singers of `parts` (libraries enrolled on disjoint singers by the same model, such as
+        `enroll --shard K/N`). Its threshold is the mean of the parts' thresholds weighted by their singers (each
+        part calibrated on its own singers)."""
+        if not parts:
+            raise LibraryError("no library to merge")
+        first = parts[0]
+        for part in parts[1:]:
+            if (part.dim, part.prototypes) != (first.dim, first.prototypes):
+                raise LibraryError(
+                    f"cannot merge a library of {part.dim}-d embeddings x {part.prototypes} prototypes with one of "
+                    f"{first.dim} x {first.prototypes}"
+                )
+            if part.model_info.get("digest") != first.model_info.get("digest"):
+                raise LibraryError("the libraries were made with different models; their embeddings cannot mix")
+        merged = cls(
+            first.dim,
+            first.prototypes,
+            index_factory=first.index_factory,
+            index_parameters=first.index_parameters,
+            model_info=first.model_info,
+            seed=first.seed,
+        )
+        thresholds = [(part.threshold, len(part)) for part in parts if part.threshold is not None]
+        if thresholds:
+            merged.threshold = sum(t * n for t, n in thresholds) / max(sum(n for _, n in thresholds), 1)
+        for part in parts:
+            for singer in part.singers:
+                if singer in merged._vectors:
+                    raise LibraryError(f"singer {singer!r} is in two of the libraries; shards hold disjoint singers")
+                merged._vectors[singer] = part._vectors[singer]
+                merged._totals[singer] = part._totals[singer]
+        return merged
+
     def remove(self, singer_id: str) -> None:
         """Remove an enrolled singer; KeyError if it is not enrolled."""
         with self._lock:
