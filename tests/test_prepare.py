@@ -20,7 +20,7 @@ import singerid.prepare as prepare_module
 from singerid.audio import load_audio, write_audio
 from singerid.cli import main
 from singerid.features import log_mel
-from singerid.frontend import FrontendConfig
+from singerid.frontend import BANK_MARGIN_SECONDS, BANK_RUN_SECONDS, BANK_SECONDS, FrontendConfig
 from singerid.lyrics import read_lrc
 from singerid.prepare import prepare
 from singerid.store import FeatureStore, StoreError, merge_stores
@@ -101,6 +101,30 @@ def test_store_reads_back_the_log_mel_of_the_phrases(quick_catalog: Path, tmp_pa
     assert summary["tracks"] == 60 and set(summary["splits"]) == {"train", "val", "test_seen", "test_unseen"}
 
 
+def test_the_bank_holds_accompaniment_runs_away_from_the_voice(quick_catalog: Path, quick_store: Path) -> None:
+    """Every bank frame is a frame of the track's log-mel outside its LRC phrases, at least BANK_MARGIN_SECONDS
+    from them, in runs of BANK_RUN_SECONDS."""
+    store = FeatureStore(quick_store)
+    assert store.has_bank and all(0 < t.bank_frames <= 100 * BANK_SECONDS for t in store.tracks)
+    rows = {r["track_id"]: r for r in catalog_rows(quick_catalog)}
+    run, margin = round(100 * BANK_RUN_SECONDS), round(100 * BANK_MARGIN_SECONDS)
+    for index in (0, 17, 59):
+        track = store.tracks[index]
+        row = rows[track.track_id]
+        wave = load_audio(quick_catalog / row["path"])
+        mel = log_mel(wave)
+        vocal = np.zeros(len(mel), bool)
+        for p in read_lrc(quick_catalog / row["lrc_path"], duration=len(wave) / 16000).phrases:
+            vocal[round(p.start * 100) : round(p.end * 100)] = True
+        bank = store.bank(index).astype(np.float32)
+        distance = np.abs(bank[:, None, :] - mel[None, :, :]).max(axis=2)  # (bank frames, track frames)
+        positions = distance.argmin(axis=1)
+        assert distance.min(axis=1).max() < 0.05  # each bank frame is a frame of the track (float16 storage) ...
+        away = np.abs(positions[:, None] - np.flatnonzero(vocal)[None, :]).min(axis=1)
+        assert away.min() >= margin  # ... far from every vocal frame
+        assert (np.diff(positions.reshape(-1, run), axis=1) == 1).all()  # in runs of consecutive frames
+
+
 def interrupt_after(tracks: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Makes the next prepare die (as from Ctrl-C) after `tracks` finished tracks."""
     calls = {"n": 0}
@@ -130,6 +154,7 @@ def test_interrupted_run_resumes_to_the_same_store(quick_catalog: Path, tmp_path
     assert whole.tracks == resumed.tracks
     for i in range(len(whole)):
         np.testing.assert_array_equal(whole.frames(i), resumed.frames(i))
+        np.testing.assert_array_equal(whole.bank(i), resumed.bank(i))
 
 
 def test_shards_merge_into_the_whole(quick_catalog: Path, tmp_path: Path) -> None:
@@ -156,6 +181,8 @@ def test_shards_merge_into_the_whole(quick_catalog: Path, tmp_path: Path) -> Non
     for part in parts:
         for i, t in enumerate(part.tracks):
             np.testing.assert_array_equal(part.frames(i), merged.frames(by_id[t.track_id]))
+            np.testing.assert_array_equal(part.bank(i), merged.bank(by_id[t.track_id]))  # the banks follow
+    assert merged.has_bank and len(merged.header.bank_shards) == 3
     with pytest.raises(Exception, match="twice|two of"):
         merge_stores(tmp_path / "dup", [tmp_path / "part1", tmp_path / "part1"])
 

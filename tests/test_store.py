@@ -47,6 +47,28 @@ def test_a_front_end_setting_added_later_never_breaks_resume(quick_catalog: Path
         prepare(quick_catalog / "metadata.csv", store, FrontendConfig(min_voice_seconds=2.0), progress=False)
 
 
+def test_a_store_written_before_banks_resumes_without_redoing_its_tracks(quick_catalog: Path, tmp_path: Path) -> None:
+    """A store whose index has no bank (as written before banks) is brought up to date without preparing its
+    tracks again; only tracks prepared now get a bank; it still loads, with or without bank shards."""
+    store = tmp_path / "store"
+    prepare(quick_catalog / "metadata.csv", store, progress=False)
+    index = json.loads((store / "index.json").read_text(encoding="utf-8"))
+    del index["bank_shards"]
+    for track in index["tracks"]:
+        for key in ("bank_shard", "bank_offset", "bank_frames"):
+            del track[key]
+    index["tracks"] = index["tracks"][:-3]
+    (store / "index.json").write_text(json.dumps(index), encoding="utf-8")
+    for bank in store.glob("bank-*.f16"):
+        bank.unlink()
+    assert not FeatureStore(store).has_bank
+    result = prepare(quick_catalog / "metadata.csv", store, progress=False)
+    assert result.processed == 3 and result.skipped == len(index["tracks"])
+    reread = FeatureStore(store)
+    assert [t.bank_frames > 0 for t in reread.tracks] == [False] * len(index["tracks"]) + [True] * 3
+    assert reread.has_bank and len(reread.bank(0)) == 0 and reread.bank(len(reread) - 1).shape[1] == 64
+
+
 def test_a_newer_or_damaged_index_is_refused_with_its_path(tmp_path: Path) -> None:
     store = tmp_path / "store"
     shutil.copytree(LEGACY / "store", store)

@@ -7,6 +7,7 @@ A config file has the sections below; every key has a default, so a file names o
     batch: {singers: 400, segments: 3, crop_frames: 350}
     optim: {lr: 0.001, decay: 0.95, decay_every: 10}        # or {schedule: cosine, warmup: 0.05}
     train: {epochs: 500, validate_every: 10}                 # or {minutes: 30}: a time budget
+    augment: {mix: 0.0, tilt: 0.0, ...}                      # probabilities and strengths (singerid.augment)
 
 Overrides on the command line use dotted keys with YAML values: `--set batch.singers=100 loss.margin=0.2`.
 """
@@ -80,12 +81,37 @@ class TrainLoopConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentations of the log-mel crops (singerid.augment): each a probability per crop (0: off, the
+    default everywhere) and its strength."""
+
+    mix: float = 0.0  # add a random accompaniment crop of another training track (its store's bank) ...
+    mix_snr_db: tuple[float, float] = (0.0, 15.0)  # ... at a voice-to-accompaniment ratio drawn in this range
+    tilt: float = 0.0  # a smooth random equaliser curve across the mel bins: ...
+    tilt_db: float = 6.0  # ... a slope of up to +-tilt_db from the lowest bin to the highest, ripples of tilt_db / 4
+    gain: float = 0.0  # a level change ...
+    gain_db: float = 6.0  # ... of up to +-gain_db (a no-op under the model's input_norm segment or bin)
+    time_mask: float = 0.0  # mask a run of frames (filled with the crop's mean) ...
+    time_mask_frames: int = 40  # ... of 1 to this many frames
+    freq_mask: float = 0.0  # mask a run of mel bins (filled with the crop's mean) ...
+    freq_mask_bins: int = 8  # ... of 1 to this many bins
+    reverb: float = 0.0  # smear the mel power forward in time, decaying exponentially ...
+    reverb_seconds: tuple[float, float] = (0.2, 0.8)  # ... with a reverberation time (RT60) drawn in this range
+
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation is on."""
+        return any((self.mix, self.tilt, self.gain, self.time_mask, self.freq_mask, self.reverb))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (what config.yaml and checkpoints hold): the plug-in sections flat,
@@ -163,24 +189,32 @@ def build_section(cls: type, values: Mapping[str, Any], path: str, source: str, 
 
 
 def coerce(value: Any, default: Any, key: str, source: str) -> Any:
-    """Checks a value against the type of its default (ints are accepted where floats are expected)."""
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, tuple):
-        ok = isinstance(value, list | tuple) and all(isinstance(v, int) for v in value)
-        value = tuple(value) if ok else value
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    else:
-        ok = True
+    """Checks a value against the type of its default (ints are accepted where floats are expected; a tuple's
+    items against its first item)."""
+    ok, value = _typed(value, default)
     if not ok:
         raise ConfigError(f"{source}: '{key}' must be like {default!r}, got {value!r}")
     return value
+
+
+def _typed(value: Any, default: Any) -> tuple[bool, Any]:
+    """Whether `value` has the type of `default`, and the value converted to it."""
+    if isinstance(default, bool):
+        return isinstance(value, bool), value
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple):
+            return False, value
+        items = [_typed(item, default[0] if default else 0) for item in value]
+        ok = all(fits for fits, _ in items)
+        return ok, tuple(item for _, item in items) if ok else value
+    if isinstance(default, str):
+        return isinstance(value, str), value
+    return True, value
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "config", *, strict: bool = True) -> TrainConfig:
@@ -219,6 +253,23 @@ def check(config: TrainConfig, source: str) -> None:
         raise ConfigError(f"{source}: need 0 <= optim.warmup < 1 and train.minutes >= 0")
     if config.optim.decay_every < 1 or config.optim.lr <= 0 or config.train.epochs < 1:
         raise ConfigError(f"{source}: need optim.decay_every >= 1, optim.lr > 0 and train.epochs >= 1")
+    check_augment(config.augment, source)
+
+
+def check_augment(augment: AugmentConfig, source: str) -> None:
+    """Probabilities in [0, 1], strengths >= 0, ranges of two values low to high."""
+    for name in ("mix", "tilt", "gain", "time_mask", "freq_mask", "reverb"):
+        if not 0.0 <= getattr(augment, name) <= 1.0:
+            raise ConfigError(f"{source}: augment.{name} is a probability, in [0, 1]; got {getattr(augment, name)}")
+    for name, least in (("tilt_db", 0), ("gain_db", 0), ("time_mask_frames", 1), ("freq_mask_bins", 1)):
+        if getattr(augment, name) < least:
+            raise ConfigError(f"{source}: augment.{name} must be >= {least}, got {getattr(augment, name)}")
+    for name in ("mix_snr_db", "reverb_seconds"):
+        low_high = getattr(augment, name)
+        if len(low_high) != 2 or low_high[0] > low_high[1]:
+            raise ConfigError(f"{source}: augment.{name} must be [low, high] with low <= high, got {list(low_high)}")
+    if augment.reverb_seconds[0] <= 0:
+        raise ConfigError(f"{source}: augment.reverb_seconds must be > 0, got {list(augment.reverb_seconds)}")
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str) -> dict[str, Any]:

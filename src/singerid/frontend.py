@@ -32,6 +32,13 @@ from singerid.vad import audible_regions, frame_features, lyric_regions, regions
 
 SILENT_PEAK = 1e-4  # -80 dBFS: a track whose peak stays below is silent
 _WAVE_BLOCK = 1 << 16  # samples per block when a signal in memory is read as blocks
+# The accompaniment bank (the mixing augmentation's material): at most BANK_SECONDS of frames per track outside its
+# vocal regions, in runs of BANK_RUN_SECONDS evenly spread over the track, each at least BANK_MARGIN_SECONDS from
+# any vocal frame (LRC timings are coarse), none BANK_QUIET_DB below the track's voice (silence is no accompaniment).
+BANK_SECONDS = 10.0
+BANK_RUN_SECONDS = 0.25
+BANK_MARGIN_SECONDS = 0.25
+BANK_QUIET_DB = 40.0
 
 
 class TrackFrames(NamedTuple):
@@ -41,8 +48,49 @@ class TrackFrames(NamedTuple):
     method: str  # "lrc" or "vad": how the regions were found
     voice_seconds: float
     lyrics_note: str  # what the lyrics gave: "12 phrases", "no lyrics file", "no timed phrases, 3 lines skipped"
+    bank: np.ndarray  # (frames, n_mels) float16 log-mel of accompaniment-only runs (see BANK_SECONDS), maybe none
     truncated_seconds: float = 0.0  # seconds of the file beyond max_track_seconds, left out (0.0: nothing cut)
     keep: np.ndarray | None = None  # which frames of the analysed signal `frames` are: a mask over all its frames
+
+
+class BankCollector:
+    """Picks a track's accompaniment runs while its log-mel chunks pass by, without knowing its length: runs of
+    `run` frames (aligned on multiples of `run`) that lie at least `margin` frames from every frame of `vocal` (a
+    mask that may end before the track); every `stride`-th run is held, the stride doubling whenever more than
+    twice the `runs` wanted are held, so memory stays bounded and the runs held stay evenly spread."""
+
+    def __init__(self, vocal: np.ndarray, run: int, margin: int, runs: int) -> None:
+        padded = np.concatenate([np.asarray(vocal, bool), np.zeros(margin, bool)])
+        counts = np.concatenate([[0], np.cumsum(padded)])
+        index = np.arange(len(padded))
+        self.near = counts[np.minimum(index + margin + 1, len(padded))] > counts[np.maximum(index - margin, 0)]
+        self.run, self.runs, self.stride = run, runs, 1
+        self.held: dict[int, np.ndarray] = {}
+        self.tail: np.ndarray | None = None  # the frames of the run not yet complete
+
+    def push(self, chunk: np.ndarray, first: int) -> None:
+        """The log-mel frames `first`, `first + 1`, ... of the track (consecutive calls, consecutive frames)."""
+        frames = chunk if self.tail is None else np.concatenate([self.tail, chunk])
+        start = first - (0 if self.tail is None else len(self.tail))  # a multiple of `run`
+        complete = len(frames) // self.run
+        for j in range(complete):
+            k = start // self.run + j
+            if k % self.stride or self.near[k * self.run : (k + 1) * self.run].any():
+                continue
+            self.held[k] = frames[j * self.run : (j + 1) * self.run].astype(np.float16)
+            if len(self.held) > 2 * self.runs:
+                self.stride *= 2
+                self.held = {k: v for k, v in self.held.items() if k % self.stride == 0}
+        self.tail = frames[complete * self.run :]
+
+    def bank(self, voice: np.ndarray, quiet_db: float) -> np.ndarray:
+        """At most `runs` of the runs held, evenly spread, leaving out those whose mean mel power is `quiet_db`
+        below that of the `voice` frames; (frames, n_mels) float16."""
+        floor = float(np.exp(voice.astype(np.float32)).mean()) * 10 ** (-quiet_db / 10) if len(voice) else 0.0
+        loud = [v for _, v in sorted(self.held.items()) if np.exp(v.astype(np.float32)).mean() >= floor]
+        if len(loud) > self.runs:
+            loud = [loud[i] for i in np.linspace(0, len(loud) - 1, self.runs).round().astype(int)]
+        return np.concatenate(loud) if loud else np.empty((0, voice.shape[1]), np.float16)
 
 
 class _Scan:
@@ -123,7 +171,9 @@ class TrackFrontend:
         scan = _Scan()
         kept = features = None
         if planned_regions:
-            kept = self._select(log_mel_stream(scan.watch(blocks()), self.features), self._keep(planned_regions))
+            planned_keep = self._keep(planned_regions)
+            planned_bank = self._bank_collector(planned_keep)
+            kept = self._select(log_mel_stream(scan.watch(blocks()), self.features), planned_keep, planned_bank)
         elif planned is None:
             features = frame_features(scan.watch(blocks()), sr)
         else:
@@ -175,13 +225,19 @@ class TrackFrontend:
 
         keep = self._keep(regions, 1 + scan.samples // self.features.hop_length)
         if kept is not None:
-            computed = self._keep(planned_regions, len(keep))  # the frames of `kept`
-            if np.array_equal(keep, computed):
-                return TrackFrames(kept, method, seconds, note, truncated, keep)
+            computed = self._keep(planned_regions, len(keep))  # the frames of `kept`; its bank lies off them
             if not np.any(keep & ~computed):
-                return TrackFrames(kept[keep[computed]], method, seconds, note, truncated, keep)
-        frames = self._select(held or log_mel_stream(analysed(), self.features), keep)
-        return TrackFrames(frames, method, seconds, note, truncated, keep)
+                frames = kept if np.array_equal(keep, computed) else kept[keep[computed]]
+                bank = planned_bank.bank(frames, BANK_QUIET_DB)
+                return TrackFrames(frames, method, seconds, note, bank, truncated, keep)
+        collector = self._bank_collector(keep)
+        frames = self._select(held or log_mel_stream(analysed(), self.features), keep, collector)
+        return TrackFrames(frames, method, seconds, note, collector.bank(frames, BANK_QUIET_DB), truncated, keep)
+
+    def _bank_collector(self, vocal: np.ndarray) -> BankCollector:
+        fps = self.features.sample_rate / self.features.hop_length
+        run = max(1, round(BANK_RUN_SECONDS * fps))
+        return BankCollector(vocal, run, round(BANK_MARGIN_SECONDS * fps), max(1, round(BANK_SECONDS * fps) // run))
 
     def _lyrics(self, lrc: Path | None, duration: float | None) -> tuple[Lyrics | None, str]:
         """The track's lyrics when they have phrases or mark it instrumental (else None), and the note on what they
@@ -220,11 +276,13 @@ class TrackFrontend:
             yield block
         chunks += [log_mel_piece(piece, self.features).astype(np.float16) for piece in framer.finish()]
 
-    def _select(self, chunks: Iterable[np.ndarray], keep: np.ndarray) -> np.ndarray:
-        """The frames of `keep` (a mask that may end before the signal) from consecutive log-mel chunks, float16."""
+    def _select(self, chunks: Iterable[np.ndarray], keep: np.ndarray, bank: BankCollector) -> np.ndarray:
+        """The frames of `keep` (a mask that may end before the signal) from consecutive log-mel chunks, float16;
+        `bank` sees every chunk on the way."""
         kept = np.empty((int(keep.sum()), self.features.n_mels), np.float16)
         first = filled = 0
         for chunk in chunks:
+            bank.push(chunk, first)
             mask = keep[first : first + len(chunk)]
             count = int(mask.sum())
             kept[filled : filled + count] = chunk[: len(mask)][mask]

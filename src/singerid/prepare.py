@@ -115,8 +115,9 @@ def _process(args: tuple[Track, Path]) -> bool:
         record = {"reject": {**asdict(Reject(str(track.audio_path), track.track_id, reason)), **made_from}}
         _write_json(folder / f"{key}.json", record)
         return False
-    with atomic_path(folder / f"{key}.npy", durable=True) as temporary, temporary.open("wb") as f:
-        np.save(f, made.frames)
+    for name, frames in ((f"{key}.npy", made.frames), (f"{key}.bank.npy", made.bank)):
+        with atomic_path(folder / name, durable=True) as temporary, temporary.open("wb") as f:
+            np.save(f, frames)
     record = {
         "track": {
             "singer_id": track.singer_id,
@@ -338,9 +339,10 @@ def _part_record(parts: Path, track_id: str) -> Path:
 
 def _pack(store: Path, header: StoreHeader, new_tracks: list[Track]) -> None:
     """Moves finished parts into new shard files and the index, in catalog order; then removes the parts. The
-    frames of tracks prepared again stay unreferenced in their old shards."""
+    frames of tracks prepared again stay unreferenced in their old shards. A part without a bank (left by an
+    interrupted run of a singerid before banks) is stored without one."""
     parts = store / "parts"
-    with ShardWriter(store, header) as shards:
+    with ShardWriter(store, header.shards) as shards, ShardWriter(store, header.bank_shards, "bank") as banks:
         for track in new_tracks:
             path = _part_record(parts, track.track_id)
             if not path.exists():
@@ -351,8 +353,21 @@ def _pack(store: Path, header: StoreHeader, new_tracks: list[Track]) -> None:
                 continue
             frames = np.load(path.with_suffix(".npy"))
             shard, offset = shards.add(frames)
+            bank_path = path.with_suffix(".bank.npy")
+            bank = np.load(bank_path) if bank_path.exists() else frames[:0]
+            bank_shard, bank_offset = banks.add(bank) if len(bank) else (0, 0)
             # singer and split are this run's (parts of an interrupted run may hold an older draw of a changed catalog)
             stored = {**record["track"], "singer_id": track.singer_id, "split": track.split}
-            header.tracks.append(StoredTrack(**stored, shard=shard, offset=offset, frames=len(frames)))
+            header.tracks.append(
+                StoredTrack(
+                    **stored,
+                    shard=shard,
+                    offset=offset,
+                    frames=len(frames),
+                    bank_shard=bank_shard,
+                    bank_offset=bank_offset,
+                    bank_frames=len(bank),
+                )
+            )
     write_header(store, header)
     shutil.rmtree(parts, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Batches of N singers x M segments: every segment a random crop, from different tracks of the singer where
 possible; an epoch shows every training singer; seeded by (seed, epoch); split across ranks so that no singer
-appears twice in one global batch."""
+appears twice in one global batch. Each crop carries a seed of its own for its augmentations (singerid.augment),
+from a stream apart from the crops' (so the crops are the same with augmentation on or off)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from singerid.augment import Augmenter
 from singerid.store import FeatureStore
 
 
@@ -19,6 +21,7 @@ class Crop:
     label: int  # index of the singer among the training singers
     track: int  # index of the track in the store
     start: int  # first frame
+    seed: int = 0  # seeds its augmentations
 
 
 class SingerBatchSampler:
@@ -75,31 +78,41 @@ class SingerBatchSampler:
         share = self.singers // self.world_size
         for step, batch in enumerate(self.global_batches()):
             rng = np.random.default_rng([self.seed, self.epoch, 2, step])
-            crops = [self._crops(int(singer), rng) for singer in batch]  # drawn for all ranks: same RNG stream
+            seeds = np.random.default_rng([self.seed, self.epoch, 3, step]).integers(
+                2**63, size=(len(batch), self.segments)
+            )
+            # drawn for all ranks: same RNG streams
+            crops = [self._crops(int(singer), rng, singer_seeds) for singer, singer_seeds in zip(batch, seeds)]
             mine = crops[self.rank * share : (self.rank + 1) * share]
             yield [crop for singer_crops in mine for crop in singer_crops]
 
-    def _crops(self, singer: int, rng: np.random.Generator) -> list[Crop]:
+    def _crops(self, singer: int, rng: np.random.Generator, seeds: np.ndarray) -> list[Crop]:
         tracks = self.singer_tracks[singer]
         if len(tracks) >= self.segments:
             chosen = rng.choice(tracks, self.segments, replace=False)
         else:  # every track once, then repeats
             chosen = np.concatenate([rng.permutation(tracks), rng.choice(tracks, self.segments - len(tracks))])
         crops = []
-        for track in chosen:
+        for track, seed in zip(chosen, seeds):
             spare = self.track_frames[track] - self.crop_frames
-            crops.append(Crop(singer, int(track), int(rng.integers(0, spare + 1)) if spare > 0 else 0))
+            crops.append(Crop(singer, int(track), int(rng.integers(0, spare + 1)) if spare > 0 else 0, int(seed)))
         return crops
 
 
 class CropDataset(Dataset):
-    """Reads a batch of crops from the store: (crops, frames, n_mels) float32 and singer labels."""
+    """Reads a batch of crops from the store, augmented when given an Augmenter: (crops, frames, n_mels) float32
+    and singer labels."""
 
-    def __init__(self, store: FeatureStore, crop_frames: int) -> None:
+    def __init__(self, store: FeatureStore, crop_frames: int, augment: Augmenter | None = None) -> None:
         self.store = store
         self.crop_frames = crop_frames
+        self.augment = augment
 
     def __getitem__(self, crops: list[Crop]) -> tuple[torch.Tensor, torch.Tensor]:
-        features = np.stack([self.store.crop(c.track, c.start, self.crop_frames) for c in crops])
+        features = np.stack([self._crop(c) for c in crops])
         labels = torch.tensor([c.label for c in crops], dtype=torch.long)
         return torch.from_numpy(features), labels
+
+    def _crop(self, crop: Crop) -> np.ndarray:
+        frames = self.store.crop(crop.track, crop.start, self.crop_frames)
+        return frames if self.augment is None else self.augment(frames, crop.track, crop.seed)

@@ -3,11 +3,14 @@
 Layout of a store folder:
     index.json            format, version, FeatureConfig, front-end settings, shards, tracks
     frames-00000.f16 ...  raw float16 arrays of shape (frames, n_mels), one after another per track
+    bank-00000.f16 ...    the same for each track's accompaniment bank (none in stores written before banks)
     rejects.csv           file,track_id,reason for every track that could not be used
 
 A track's frames are the frames of its vocal regions, concatenated in time order; a crop never crosses a track
-boundary (it may span two consecutive vocal regions of the same track). Files are written under a temporary name
-and renamed, so a reader never sees a half-written shard or index.
+boundary (it may span two consecutive vocal regions of the same track). Its bank is up to 10 s of frames from
+outside its vocal regions (intros, interludes, outros: see `singerid.frontend.BANK_SECONDS`), from the same signal
+as its vocal frames, which the mixing augmentation adds to other tracks' crops. Files are written under a
+temporary name and renamed, so a reader never sees a half-written shard or index.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ class StoredTrack(Fingerprint):
     frames: int
     lyrics_note: str = ""  # what its LRC gave: "12 phrases", "no lyrics file", "no timed phrases, 3 lines skipped"
     truncated_seconds: float = 0.0  # audio past FrontendConfig.max_track_seconds, not read (0: the whole file)
+    bank_shard: int = 0  # where its accompaniment bank lies in the bank shards ...
+    bank_offset: int = 0
+    bank_frames: int = 0  # ... and its frames (0: none, as in every track of a store written before banks)
 
 
 @dataclass(frozen=True)
@@ -80,21 +86,24 @@ class StoreHeader:
     frontend: FrontendConfig  # separation, region settings: the rest of what made the frames
     catalog: str = ""  # the catalog it was prepared from (its metadata.csv or folder, resolved)
     shards: list[int] = field(default_factory=list)  # frames per shard file
+    bank_shards: list[int] = field(default_factory=list)  # frames per bank shard file
     tracks: list[StoredTrack] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
 
 
-def shard_name(index: int) -> str:
-    return f"frames-{index:05d}.f16"
+def shard_name(index: int, kind: str = "frames") -> str:
+    """The file of shard `index` of the vocal frames (`kind` "frames") or of the accompaniment banks ("bank")."""
+    return f"{kind}-{index:05d}.f16"
 
 
 class ShardWriter:
     """Appends tracks' frames to shard files of at most SHARD_FRAMES frames, one track at a time (memory stays that
-    of one track); each shard is written under a temporary name and renamed when full or closed."""
+    of one track); each shard is written under a temporary name and renamed when full or closed, and its size
+    appended to `sizes` (the header's `shards`, or `bank_shards` for `kind` "bank")."""
 
-    def __init__(self, folder: Path, header: StoreHeader) -> None:
-        self.folder, self.header = folder, header
-        self.index, self.frames = len(header.shards), 0
+    def __init__(self, folder: Path, sizes: list[int], kind: str = "frames") -> None:
+        self.folder, self.sizes, self.kind = folder, sizes, kind
+        self.index, self.frames = len(sizes), 0
         self._file: Any = None
         self._target: Any = None
 
@@ -104,7 +113,7 @@ class ShardWriter:
             self.close()
             self.index += 1
         if self._file is None:
-            self._target = atomic_path(self.folder / shard_name(self.index), durable=True)
+            self._target = atomic_path(self.folder / shard_name(self.index, self.kind), durable=True)
             self._file = self._target.__enter__().open("wb")
             self.frames = 0
         np.ascontiguousarray(frames, dtype=np.float16).tofile(self._file)
@@ -117,7 +126,7 @@ class ShardWriter:
             return
         self._file.close()
         self._target.__exit__(None, None, None)
-        self.header.shards.append(self.frames)
+        self.sizes.append(self.frames)
         self._file = self._target = None
 
     def __enter__(self) -> ShardWriter:
@@ -144,6 +153,7 @@ def write_header(folder: Path, header: StoreHeader) -> None:
         "frontend": asdict(header.frontend),
         "catalog": header.catalog,
         "shards": [{"file": shard_name(i), "frames": n} for i, n in enumerate(header.shards)],
+        "bank_shards": [{"file": shard_name(i, "bank"), "frames": n} for i, n in enumerate(header.bank_shards)],
         "tracks": [asdict(t) for t in header.tracks],
         "rejects": [asdict(r) for r in header.rejects],
     }
@@ -176,6 +186,7 @@ def read_header(folder: Path) -> StoreHeader:
             frontend=record_from_dict(FrontendConfig, record["frontend"], source),
             catalog=record.get("catalog", ""),
             shards=[s["frames"] for s in record["shards"]],
+            bank_shards=[s["frames"] for s in record.get("bank_shards", [])],
             tracks=[record_from_dict(StoredTrack, t, source) for t in record["tracks"]],
             rejects=[record_from_dict(Reject, r, source) for r in record["rejects"]],
         )
@@ -191,22 +202,24 @@ class FeatureStore:
         self.header = read_header(self.folder)
         self.tracks = self.header.tracks
         self.features = self.header.features
-        self._shards: dict[int, np.ndarray] = {}
-        for i, frames in enumerate(self.header.shards):
-            path = self.folder / shard_name(i)
-            expected = frames * self.features.n_mels * 2
-            if not path.is_file() or path.stat().st_size != expected:
-                raise StoreError(f"{path}: missing or of the wrong size (expected {expected} bytes)")
+        self._shards: dict[tuple[str, int], np.ndarray] = {}
+        for kind, sizes in (("frames", self.header.shards), ("bank", self.header.bank_shards)):
+            for i, frames in enumerate(sizes):
+                path = self.folder / shard_name(i, kind)
+                expected = frames * self.features.n_mels * 2
+                if not path.is_file() or path.stat().st_size != expected:
+                    raise StoreError(f"{path}: missing or of the wrong size (expected {expected} bytes)")
 
     def __len__(self) -> int:
         return len(self.tracks)
 
-    def _shard(self, index: int) -> np.ndarray:
-        shard = self._shards.get(index)
+    def _shard(self, index: int, kind: str = "frames") -> np.ndarray:
+        shard = self._shards.get((kind, index))
         if shard is None:  # opened lazily, so that forked data-loader workers each map their own
-            shape = (self.header.shards[index], self.features.n_mels)
-            shard = np.memmap(self.folder / shard_name(index), dtype=np.float16, mode="r", shape=shape)
-            self._shards[index] = shard
+            sizes = self.header.bank_shards if kind == "bank" else self.header.shards
+            shape = (sizes[index], self.features.n_mels)
+            shard = np.memmap(self.folder / shard_name(index, kind), dtype=np.float16, mode="r", shape=shape)
+            self._shards[(kind, index)] = shard
         return shard
 
     def frames(self, track: int) -> np.ndarray:
@@ -214,19 +227,31 @@ class FeatureStore:
         t = self.tracks[track]
         return self._shard(t.shard)[t.offset : t.offset + t.frames]
 
+    def bank(self, track: int) -> np.ndarray:
+        """The track's accompaniment bank, a read-only float16 view (bank_frames, n_mels); empty without one."""
+        t = self.tracks[track]
+        if not t.bank_frames:
+            return np.empty((0, self.features.n_mels), np.float16)
+        return self._shard(t.bank_shard, "bank")[t.bank_offset : t.bank_offset + t.bank_frames]
+
+    @property
+    def has_bank(self) -> bool:
+        """Whether any track has an accompaniment bank (a store written before banks has none)."""
+        return bool(self.header.bank_shards)
+
     def crop(self, track: int, start: int, length: int) -> np.ndarray:
         """`length` frames from `start` as float32; a track shorter than `length` is repeated (tiled)."""
-        frames = self.frames(track)
-        if len(frames) >= length:
-            if not 0 <= start <= len(frames) - length:
-                raise IndexError(f"crop [{start}, {start + length}) outside track of {len(frames)} frames")
-            return np.asarray(frames[start : start + length], dtype=np.float32)
-        reps = -(-length // len(frames))
-        return np.tile(np.asarray(frames, dtype=np.float32), (reps, 1))[:length]
+        return cut(self.frames(track), start, length)
 
     def random_crop(self, track: int, length: int, rng: np.random.Generator) -> np.ndarray:
         available = self.tracks[track].frames - length
         return self.crop(track, int(rng.integers(0, available + 1)) if available > 0 else 0, length)
+
+    def random_bank_crop(self, track: int, length: int, rng: np.random.Generator) -> np.ndarray:
+        """`length` frames of the track's bank from a random start, float32 (tiled when the bank is shorter)."""
+        bank = self.bank(track)
+        available = len(bank) - length
+        return cut(bank, int(rng.integers(0, available + 1)) if available > 0 else 0, length)
 
     def summary(self) -> dict[str, Any]:
         """Singers, tracks and hours of voice per split, frames and bytes."""
@@ -259,6 +284,16 @@ class FeatureStore:
                 for split, e in sorted(per_split.items())
             },
         }
+
+
+def cut(frames: np.ndarray, start: int, length: int) -> np.ndarray:
+    """`length` of `frames` from `start` as float32; fewer frames than `length` are repeated (tiled)."""
+    if len(frames) >= length:
+        if not 0 <= start <= len(frames) - length:
+            raise IndexError(f"crop [{start}, {start + length}) outside track of {len(frames)} frames")
+        return np.asarray(frames[start : start + length], dtype=np.float32)
+    reps = -(-length // len(frames))
+    return np.tile(np.asarray(frames, dtype=np.float32), (reps, 1))[:length]
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -299,16 +334,22 @@ def merge_stores(out: Path, parts: list[Path]) -> StoreHeader:
     merged = StoreHeader(first.features, first.frontend, first.catalog)
     seen: set[str] = set()
     for part, header in zip(parts, headers):
-        base = len(merged.shards)
-        for i, frames in enumerate(header.shards):
-            with atomic_path(out / shard_name(base + i), durable=True) as temporary:
-                shutil.copyfile(part / shard_name(i), temporary)
-            merged.shards.append(frames)
+        base, bank_base = len(merged.shards), len(merged.bank_shards)
+        for kind, sizes, merged_sizes in (
+            ("frames", header.shards, merged.shards),
+            ("bank", header.bank_shards, merged.bank_shards),
+        ):
+            for i, frames in enumerate(sizes):
+                with atomic_path(out / shard_name(len(merged_sizes), kind), durable=True) as temporary:
+                    shutil.copyfile(part / shard_name(i, kind), temporary)
+                merged_sizes.append(frames)
         for t in header.tracks:
             if t.track_id in seen:
                 raise StoreError(f"{part}: track '{t.track_id}' is in two of the stores to merge")
             seen.add(t.track_id)
-            merged.tracks.append(StoredTrack(**{**asdict(t), "shard": t.shard + base}))
+            merged.tracks.append(
+                StoredTrack(**{**asdict(t), "shard": t.shard + base, "bank_shard": t.bank_shard + bank_base})
+            )
         merged.rejects.extend(header.rejects)
     write_header(out, merged)
     return merged

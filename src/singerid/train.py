@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from singerid.augment import Augmenter
 from singerid.checkpoint import Checkpoint, CheckpointError, build_model, load_checkpoint, track_digests
 from singerid.config import TrainConfig, dump_config
 from singerid.distributed import (
@@ -276,8 +277,13 @@ class Trainer:
             world.world_size,
             loop.passes,
         )
+        augmenter = None
+        if config.augment.active:
+            features = self.store.features
+            tracks = [t for singer in singer_tracks for t in singer]
+            augmenter = Augmenter(config.augment, self.store, tracks, features.hop_length / features.sample_rate)
         self.loader = DataLoader(
-            CropDataset(self.store, config.batch.crop_frames),
+            CropDataset(self.store, config.batch.crop_frames, augmenter),
             sampler=self.sampler,
             batch_size=None,
             num_workers=loop.workers,
