@@ -10,6 +10,7 @@ in a power cut would lose finished work.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import warnings
@@ -61,17 +62,27 @@ def record_from_dict(cls: type[Record], data: Mapping[str, Any], source: str) ->
     """A frozen dataclass from its stored dict, written by this or another singerid version: a field the file
     lacks takes its default (a field added later); a key the class lacks is dropped with a warning (a field
     removed later). A missing field without a default is a ValueError naming `source`."""
-    assert is_dataclass(cls)
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
+    known, required = _layout(cls)
+    if data.keys() <= known and required <= data.keys():  # the common case, fast (64,690 tracks in a store)
+        return cls(**data)
+    unknown = sorted(set(data) - known)
     if unknown:
         warnings.warn(
             f"{source}: ignoring {cls.__name__} settings this singerid does not know: {unknown}", stacklevel=2
         )
-    missing = [n for n, f in known.items() if n not in data and f.default is MISSING and f.default_factory is MISSING]
+    missing = sorted(required - set(data))
     if missing:
         raise ValueError(f"{source}: {cls.__name__} lacks {', '.join(missing)}")
     return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@functools.cache
+def _layout(cls: type) -> tuple[frozenset[str], frozenset[str]]:
+    """A dataclass's field names, and those without a default."""
+    assert is_dataclass(cls)
+    every = fields(cls)
+    required = (f.name for f in every if f.default is MISSING and f.default_factory is MISSING)
+    return frozenset(f.name for f in every), frozenset(required)
 
 
 def check_format(record: Any, kind: str, version: int, what: str, source: str) -> str | None:
