@@ -130,9 +130,10 @@ def test_a_time_budget_stops_on_time_and_spans_the_cosine_schedule(quick_store: 
     result = train(quick_store, tmp_path / "run", config, progress=False)
     assert 6 <= time.monotonic() - started < 60 and 1 <= result.epochs < 100000
     rates = [float(r["lr"]) for r in read_log(tmp_path / "run")]
-    assert len(rates) == result.epochs >= 3
-    assert max(rates) <= config.optim.lr and rates[-1] < max(rates)  # annealed towards zero over the budget
-    assert rates.index(max(rates)) != 0  # warmed up first
+    assert len(rates) == result.epochs
+    # the last step starts near the end of the budget, where the cosine is near zero, however many epochs fitted
+    # (on a loaded machine, 2); the schedule's shape is test_the_cosine_schedule_warms_up_then_anneals_to_zero's
+    assert max(rates) <= config.optim.lr and rates[-1] < 0.3 * config.optim.lr
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
     assert checkpoint.seconds >= 6 and checkpoint.epoch == result.epochs
     assert 0 <= checkpoint.val_eer <= 1  # the run's end is validated, whatever validate_every says
