@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import time
 from pathlib import Path
 
 import numpy as np
@@ -123,19 +122,25 @@ def test_validation_eer_falls_for_every_loss(loss: str, tmp_path_factory: pytest
     assert last < first - 0.02
 
 
-def test_a_time_budget_stops_on_time_and_spans_the_cosine_schedule(quick_store: Path, tmp_path: Path) -> None:
+def test_a_time_budget_stops_on_time_and_spans_the_cosine_schedule(
+    quick_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under train.minutes the run stops once the budget is spent and the cosine spans the budget, inside epochs
+    too. The loop's clock is replaced by one that advances 0.25 s per reading (two readings a step), so the test
+    means the same on an idle and on a loaded machine."""
+    import singerid.train as train_module
+
+    readings = iter(range(10**9))
+    monkeypatch.setattr(train_module, "clock", lambda: 0.25 * next(readings))
     overrides = TINY + ["batch.singers=4", "train.epochs=100000", "train.minutes=0.1", "train.validate_every=100000"]
     config = load_config(None, [*overrides, "optim.schedule=cosine", "optim.warmup=0.2"])
-    started = time.monotonic()
     result = train(quick_store, tmp_path / "run", config, progress=False)
-    assert 6 <= time.monotonic() - started < 60 and 1 <= result.epochs < 100000
-    rates = [float(r["lr"]) for r in read_log(tmp_path / "run")]
-    assert len(rates) == result.epochs
-    # the last step starts near the end of the budget, where the cosine is near zero, however many epochs fitted
-    # (on a loaded machine, 2); the schedule's shape is test_the_cosine_schedule_warms_up_then_anneals_to_zero's
-    assert max(rates) <= config.optim.lr and rates[-1] < 0.3 * config.optim.lr
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert checkpoint.seconds >= 6 and checkpoint.epoch == result.epochs
+    assert 6 <= checkpoint.seconds < 7 and checkpoint.epoch == result.epochs >= 2  # 6 s: 0.1 minutes
+    rates = [float(r["lr"]) for r in read_log(tmp_path / "run")]
+    assert len(rates) == result.epochs and max(rates) <= config.optim.lr
+    # the last step starts within 0.5 s of the end, where the cosine is near zero (a per-epoch schedule stays high)
+    assert rates[-1] < 0.05 * config.optim.lr
     assert 0 <= checkpoint.val_eer <= 1  # the run's end is validated, whatever validate_every says
     again = train(quick_store, tmp_path / "run", config, resume=True, progress=False)  # the budget is spent
     assert again.epochs == result.epochs and load_checkpoint(tmp_path / "run" / "last.pt").step == checkpoint.step
