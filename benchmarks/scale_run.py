@@ -236,7 +236,7 @@ if __name__ == "__main__":
     go = actions.add_parser("run", help="run (or resume) every size")
     go.add_argument("--root", type=Path, default=Path("runs/scale"))
     go.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    go.add_argument("--minutes", type=float, default=30.0, help="training budget per loss at the largest size")
+    go.add_argument("--minutes", type=float, default=20.0, help="training budget per loss at the largest size")
     go.add_argument(
         "--losses", nargs="+", default=["cpu", "cpu-triplet"], help="configs/<name>.yaml to train at full size"
     )
