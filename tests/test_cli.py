@@ -349,3 +349,16 @@ def test_enrolment_shards_merge_into_the_whole_library(tiny_run: Path, quick_sto
     assert main(["identify", str(tmp_path / "merged"), track.source]) == 0  # the model is found from the new folder
     assert main(["library", "merge", str(tmp_path / "twice"), str(parts[0]), str(parts[0])]) == 2
     assert "is in two of the libraries" in capsys.readouterr().err
+
+
+def test_an_option_given_overrides_the_preset_even_at_its_default_value() -> None:
+    """`--preset paper --singers 60` means 60 singers, though 60 is also the option's default."""
+    from singerid.cli import build_parser, synth_config
+
+    def config(*options: str):  # noqa: ANN202
+        return synth_config(build_parser().parse_args(["synth", "out", *options]))
+
+    given = config("--preset", "paper", "--singers", "60", "--seed", "0", "--test-singers", "10")
+    assert (given.singers, given.seed, given.test_singers, given.format, given.seconds) == (60, 0, 10, "flac", 10.0)
+    assert config("--preset", "paper").singers == 5763 and config().singers == 60 and config().format == "mp3"
+    assert config("--quick", "--stems").stems and not config("--quick").stems

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from singerid import __version__
 from singerid.errors import SingerIdError
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from singerid.encoder import SingerEncoder
+    from singerid.synth import SynthConfig
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -50,26 +51,23 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("out", type=Path, help="catalog folder to write (finished tracks are kept on a rerun)")
-    p.add_argument("--singers", type=at_least(2), default=d.singers, help="number of singers, seen and unseen")
-    p.add_argument("--tracks", type=at_least(1), default=d.tracks, help="tracks per seen singer, split 8:2 train/val")
-    p.add_argument("--test-tracks", type=at_least(1), default=d.test_tracks, help="test tracks per test singer")
+    options: list[tuple[str, dict[str, Any], str]] = [  # defaults SUPPRESSed: an option given wins over a preset
+        ("--singers", {"type": at_least(2)}, "number of singers, seen and unseen"),
+        ("--tracks", {"type": at_least(1)}, "tracks per seen singer, split 8:2 train/val"),
+        ("--test-tracks", {"type": at_least(1)}, "test tracks per test singer"),
+        ("--test-singers", {"type": int}, "seen singers with test tracks, and as many unseen (0: singers // 6, >= 2)"),
+        ("--seconds", {"type": float}, "length of each track"),
+        ("--seed", {"type": int}, "random seed; same seed and version, same bytes"),
+        ("--format", {"choices": ("mp3", "flac", "wav")}, "audio format"),
+        ("--sample-rate", {"type": int}, "sample rate of the files"),
+        ("--channels", {"type": int, "choices": (1, 2)}, "1: mono, 2: stereo"),
+        ("--difficulty", {"type": float}, "divides the spread of singer voices around the population mean: >1 closer"),
+    ]
+    for flag, kinds, text in options:
+        default = getattr(d, flag[2:].replace("-", "_"))
+        p.add_argument(flag, **kinds, default=argparse.SUPPRESS, help=f"{text} (default: {default})")
     p.add_argument(
-        "--test-singers",
-        type=int,
-        default=d.test_singers,
-        help="seen singers with test tracks, and as many unseen singers (0: singers // 6, at least 2)",
-    )
-    p.add_argument("--seconds", type=float, default=d.seconds, help="length of each track")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed and version, same bytes")
-    p.add_argument("--format", choices=("mp3", "flac", "wav"), default=d.format, help="audio format")
-    p.add_argument("--sample-rate", type=int, default=d.sample_rate, help="sample rate of the files")
-    p.add_argument("--channels", type=int, choices=(1, 2), default=d.channels, help="1: mono, 2: stereo")
-    p.add_argument("--stems", action="store_true", help="also write each track's vocal stem to stems/ (FLAC)")
-    p.add_argument(
-        "--difficulty",
-        type=float,
-        default=d.difficulty,
-        help="divides the spread of singer voices around the population mean: >1 closer, <1 apart",
+        "--stems", action="store_true", default=argparse.SUPPRESS, help="also write each track's vocal stem (FLAC)"
     )
     p.add_argument("--workers", type=at_least(1), default=_workers_default(), help="parallel processes")
     p.add_argument("--quick", action="store_true", help="a tiny catalog for tests: 6 singers, 5 tracks, 6 s")
@@ -83,15 +81,19 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_synth, resumable=True)
 
 
-def run_synth(args: argparse.Namespace) -> int:
-    from singerid.synth import PRESETS, SynthConfig, synthesize
+def synth_config(args: argparse.Namespace) -> SynthConfig:
+    """Each setting: what the command line says (even the default's value), else the preset's, else the default."""
+    from singerid.synth import PRESETS, SynthConfig
 
-    defaults = asdict(SynthConfig())
     preset = PRESETS["quick" if args.quick else args.preset] if args.quick or args.preset else {}
-    # each option: what the command line says, else the preset's value, else the default
-    values = {name: getattr(args, name) for name in defaults}
-    values.update({name: value for name, value in preset.items() if values[name] == defaults[name]})
-    config = SynthConfig(**values)
+    defaults = asdict(SynthConfig())
+    return SynthConfig(**{name: getattr(args, name, preset.get(name, default)) for name, default in defaults.items()})
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from singerid.synth import synthesize
+
+    config = synth_config(args)
     start = time.perf_counter()
     metadata = synthesize(config, args.out, workers=args.workers)
     print(f"synth: wrote {metadata} ({metadata_rows(metadata)} tracks) in {time.perf_counter() - start:.1f} s")
