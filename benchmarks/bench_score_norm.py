@@ -1,6 +1,6 @@
 """AS-norm against raw cosine scoring: the verification EER of a trained run, seen and unseen test singers.
 
-    python benchmarks/bench_score_norm.py RUN STORE [--top-n 300]
+    python benchmarks/bench_score_norm.py RUN STORE [--top-n 300] [--cohort-tracks N]
 
 The test tracks' 3.5 s windows are embedded as `singerid evaluate` embeds them (same trials, same seed); the
 cohort is one embedding per training-split track of the same store (singers who are never tested). Prints the
@@ -29,12 +29,15 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("store", type=Path)
     parser.add_argument("--top-n", type=int, default=DEFAULT_TOP_N)
+    parser.add_argument("--cohort-tracks", type=int, default=0, help="evenly spaced training tracks (0: all)")
     args = parser.parse_args()
     store = FeatureStore(args.store)
     encoder = SingerEncoder.from_checkpoint(load_checkpoint(args.run / "best.pt"), "cpu")
     started = time.perf_counter()
     tracks = test_embeddings(encoder, store, 0, progress=False)
     training = [(i, t) for i, t in enumerate(store.tracks) if t.split == TRAIN]
+    if args.cohort_tracks and args.cohort_tracks < len(training):
+        training = [training[round(k * len(training) / args.cohort_tracks)] for k in range(args.cohort_tracks)]
     cohort = unit_rows(
         np.stack(
             [
