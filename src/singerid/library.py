@@ -37,6 +37,7 @@ import numpy as np
 from singerid.errors import SingerIdError
 from singerid.fileio import atomic_path, write_atomically
 from singerid.metrics import eer_threshold
+from singerid.scoring import unit_rows
 
 try:
     import faiss
@@ -102,26 +103,22 @@ def track_scores(
     centroid of the singer's other tracks (leave one track out). Best-impostor scores: each track (at most
     ``max_queries``, seeded) against the closest centroid of all other singers, which is what an unknown
     singer's best match looks like. Returns (targets, best_impostors); either may be empty."""
-    per_singer = [_normalised(np.stack([t.mean(axis=0) for t in singer_tracks])) for singer_tracks in tracks.values()]
+    per_singer = [unit_rows(np.stack([t.mean(axis=0) for t in singer_tracks])) for singer_tracks in tracks.values()]
     per_singer = [means for means in per_singer if len(means)]
     targets = [np.zeros(0)]
     for means in per_singer:
         if len(means) >= 2:
-            without_each = _normalised(means.sum(axis=0, keepdims=True) - means)  # row i: centroid without track i
+            without_each = unit_rows(means.sum(axis=0, keepdims=True) - means)  # row i: centroid without track i
             targets.append(np.sum(means * without_each, axis=1))
     if len(per_singer) < 2:
         return np.concatenate(targets), np.zeros(0)
-    centroids = _normalised(np.stack([means.mean(axis=0) for means in per_singer]))
+    centroids = unit_rows(np.stack([means.mean(axis=0) for means in per_singer]))
     queries = np.concatenate(per_singer)
     owners = np.repeat(np.arange(len(per_singer)), [len(means) for means in per_singer])
     chosen = np.random.default_rng(seed).permutation(len(queries))[:max_queries]
     scores = queries[chosen] @ centroids.T
     scores[np.arange(len(chosen)), owners[chosen]] = -np.inf
     return np.concatenate(targets), scores.max(axis=1)
-
-
-def _normalised(rows: np.ndarray) -> np.ndarray:
-    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
 
 
 def _unit_rows(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:

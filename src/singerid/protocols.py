@@ -34,7 +34,7 @@ from singerid.errors import SingerIdError
 from singerid.fileio import write_atomically
 from singerid.metrics import top_k_accuracy, verification_result
 from singerid.results import METRICS, EvaluationResult, IdentificationScore, VerificationScore
-from singerid.scoring import DEFAULT_TOP_N, normalised_pair_scores
+from singerid.scoring import DEFAULT_TOP_N, normalised_pair_scores, unit_rows
 from singerid.splits import GROUP_OF_SPLIT, GROUPS
 
 __all__ = [
@@ -496,13 +496,6 @@ def load_trials(path: str | os.PathLike[str]) -> Trials:
         raise ProtocolError(f"{path}: not a valid singerid trials file ({type(error).__name__}: {error})") from error
 
 
-def _normalised(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm, in place; all-zero rows stay zero."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    vectors /= np.maximum(norms, np.finfo(vectors.dtype).tiny)
-    return vectors
-
-
 class _SegmentTable:
     """The segment embeddings of the trials' tracks, stacked in ``Trials.track_ids`` order; unit rows for the
     cosine metric, raw rows for the squared Euclidean one."""
@@ -530,7 +523,7 @@ class _SegmentTable:
             raise ProtocolError("segment embeddings differ in dimension across tracks")
         self.matrix = np.concatenate(blocks)
         if self.cosine:
-            self.matrix = _normalised(self.matrix)
+            self.matrix = unit_rows(self.matrix)
         self.counts = np.array(trials.track_segments, dtype=np.int64)
         self.offsets = np.concatenate(([0], np.cumsum(self.counts)[:-1])).astype(np.int64)
         self.track_sums = np.add.reduceat(self.matrix, self.offsets, axis=0)
@@ -545,7 +538,7 @@ class _SegmentTable:
     def _centre(self, total: np.ndarray, count: np.ndarray | int) -> np.ndarray:
         """A sum of rows as their normalised mean (cosine) or their mean (squared Euclidean)."""
         if self.cosine:
-            return _normalised(total)
+            return unit_rows(total)
         return total / np.reshape(count, (-1, 1))
 
     def centroids(self, refs: SegmentRefs) -> np.ndarray:
