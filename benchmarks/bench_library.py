@@ -73,9 +73,15 @@ def singer_vectors(count: int, prototypes: int, rng: np.random.Generator, betwee
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     if prototypes == 1:
         return centres, centres
-    jitter = 0.25 * rng.standard_normal((count, prototypes, DIM)).astype(np.float32) / np.sqrt(DIM)
-    rows = (centres[:, None, :] + jitter).reshape(-1, DIM)
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True), centres
+    rows = np.empty((count * prototypes, DIM), np.float32)
+    for start in range(0, count, 100_000):  # in blocks and in float32: 3 x 10^6 x 512 doubles would be 12 GB
+        block = centres[start : start + 100_000, None, :] + (0.25 / np.sqrt(DIM)) * rng.standard_normal(
+            (len(centres[start : start + 100_000]), prototypes, DIM), dtype=np.float32
+        )
+        block = block.reshape(-1, DIM)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        rows[start * prototypes : start * prototypes + len(block)] = block
+    return rows, centres
 
 
 def queries_around(centres: np.ndarray, targets: np.ndarray, within: float, rng: np.random.Generator) -> np.ndarray:
@@ -121,6 +127,7 @@ def test_search_latency_and_recall(count: int, prototypes: int, tmp_path: Path) 
     names = [f"s{i:07d}" for i in range(count)]
     for i, name in enumerate(names):  # each singer's rows as its segments: k prototypes come back as they are
         library.enroll(name, vectors[i * prototypes : (i + 1) * prototypes])
+    del vectors  # the library holds its own copy: 3 x 10^6 x 512 floats are 6 GB
     faiss.omp_set_num_threads(os.cpu_count() or 1)  # training and building may use every core
     started = time.perf_counter()
     library.identify(queries[0])  # builds (and trains) the index

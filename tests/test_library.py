@@ -326,14 +326,15 @@ def test_a_large_library_searches_an_approximate_index_saved_with_it(clusters, t
     import singerid.library as library_module
 
     monkeypatch.setattr(library_module, "EXACT_LIMIT", 5)
-    monkeypatch.setattr(library_module, "PROBED_FRACTION", 1)  # every list searched: answers as exact as Flat
+    monkeypatch.setattr(library_module, "PROBES_PER_ROOT", 100.0)  # every list searched: answers as exact as Flat
     library = SingerLibrary(DIM)
     singers = sorted(clusters)
     for singer in singers:
         library.enroll(singer, clusters[singer][:10])
     queries = np.stack([clusters[singer][12] for singer in singers])
     answers = [matches[0].singer_id for matches in library.identify_batch(queries, top_k=3)]
-    assert library.built_with == ("IVF8,Flat", "nprobe=8") and answers == singers  # 70 singers: 8 lists
+    assert library.built_with == ("IVF32,SQ8,RFlat", "nprobe=32,k_factor_rf=4")  # 70 singers: 32 lists
+    assert answers == singers
     library.save(tmp_path / "lib")
     (first,) = (tmp_path / "lib").glob("index-*.faiss")
     library.save(tmp_path / "lib")  # a new index file is named before the old one goes: a crash keeps a pair
@@ -347,6 +348,31 @@ def test_a_large_library_searches_an_approximate_index_saved_with_it(clusters, t
     reopened.enroll(singers[0], clusters[singers[1]][:10], replace=True)  # its old rows stay in the graph, dead
     matches = reopened.identify(clusters[singers[0]][12], top_k=len(singers))
     assert [m.singer_id for m in matches].count(singers[0]) == 1 and len(matches) == len(singers)
+
+
+def test_a_library_saved_by_another_auto_rule_keeps_its_index_until_it_grows(clusters, tmp_path, monkeypatch):
+    """A library saved when "auto" resolved to another index reports and searches the index in its file; the next
+    enrolment rebuilds it as the current rule says."""
+    import singerid.library as library_module
+
+    monkeypatch.setattr(library_module, "EXACT_LIMIT", 5)
+    monkeypatch.setattr(library_module, "PROBES_PER_ROOT", 100.0)
+    library = SingerLibrary(DIM)
+    singers = sorted(clusters)
+    for singer in singers[:-1]:
+        library.enroll(singer, clusters[singer][:10])
+    library.save(tmp_path / "lib")
+    saved = library.built_with
+    monkeypatch.setattr(library_module, "LISTS_PER_ROOT", 1)  # the rule changes between save and open
+    reopened = SingerLibrary.open(tmp_path / "lib")
+    assert reopened.built_with == saved
+    reopened.save(tmp_path / "lib")  # nothing new: the file and its label stay the old rule's
+    reopened = SingerLibrary.open(tmp_path / "lib")
+    assert reopened.built_with == saved
+    assert reopened.identify(clusters[singers[0]][12])[0].singer_id == singers[0]
+    reopened.enroll(singers[-1], clusters[singers[-1]][:10])
+    assert reopened.identify(clusters[singers[-1]][12])[0].singer_id == singers[-1]
+    assert reopened.built_with == reopened.resolved_index(len(singers)) != saved
 
 
 def test_an_open_library_that_outgrows_exact_search_switches_index(clusters: dict, monkeypatch) -> None:

@@ -6,9 +6,10 @@ may not be enough" for a singer with several styles). Every embedding is L2-norm
 inner products are cosine similarities in [-1, 1]; a singer's score is the best over its prototypes.
 
 The index is ``faiss.index_factory(dim, index_factory, METRIC_INNER_PRODUCT)``. The default ``"auto"`` is exact
-(``"Flat"``) up to ``EXACT_LIMIT`` prototypes and above it an inverted file of about sqrt(rows) lists, trained on
-the enrolled prototypes when the index is built, of which a sixteenth is probed; a library that grows past a size
-boundary is rebuilt with the index its size calls for. Any other factory string is used as given.
+(``"Flat"``) up to ``EXACT_LIMIT`` prototypes and above it an inverted file of about 4 sqrt(rows) lists with 8-bit
+codes, trained on the enrolled prototypes when the index is built, of which sqrt(lists) are probed, its candidates
+re-ranked by exact inner product; a library that grows past a size boundary is rebuilt with the index its size
+calls for. Any other factory string is used as given.
 
 Open-set use: with a ``threshold``, ``identify`` answers ``[]`` when even the best singer scores below it, and
 ``verify`` accepts at or above it. ``calibrate_threshold`` sets it from target and non-target trial scores.
@@ -49,12 +50,18 @@ LIBRARY_VERSION = 1
 METADATA_FILE = "library.json"
 VECTORS_FILE = "vectors.npy"
 KMEANS_ITERATIONS = 20
-# index_factory "auto": exact search up to this many prototypes (p50 under 5 ms per query on one core, measured in
-# benchmarks/bench_library.py); above it an inverted file of about sqrt(rows) lists, trained when the index is
-# built, of which a sixteenth is searched (recall@5 against exact search: docs/BENCHMARKS.md).
+# index_factory "auto": exact search up to this many prototypes; above it an inverted file (IVF) of 8-bit scalar
+# codes (SQ8, a quarter of the float32 bytes to scan) whose candidates are re-ranked by exact inner product (RFlat),
+# trained when the index is built. Measured with benchmarks/bench_library.py (docs/BENCHMARKS.md): on vectors with
+# the structure of singer embeddings the lists are unequal (the largest about 5 times the mean), recall@5 follows
+# the fraction of lists probed: sqrt(lists) probed gives recall@5 0.983 at 10^6 (64 of 4,096 lists, p50 10.5 ms on
+# one core) and 0.977 at 10^5 (32 of 1,024, 1.7 ms).
 EXACT_LIMIT = 50_000
-PROBED_FRACTION = 16  # 1/16 of the lists is searched
-TRAINING_POINTS_PER_LIST = 64  # k-means of the lists on at most this many prototypes per list
+LISTS_PER_ROOT = 4  # about 4 sqrt(rows) lists (faiss's guidance: 4 to 16 sqrt(n))
+PROBES_PER_ROOT = 1.0  # sqrt(lists) lists probed per query
+REFINE_FACTOR = 4  # exact re-ranking of 4 times the rows asked for
+TRAINING_POINTS_PER_LIST = 40  # k-means of the lists on at most this many prototypes per list (faiss asks 39)
+ADD_BLOCK = 65_536  # singers added to a new index at a time
 REBUILD_DEAD_FRACTION = 0.1  # rows of replaced or removed singers left in the index before it is rebuilt
 
 
@@ -181,8 +188,8 @@ class SingerLibrary:
 
         ``prototypes``: per singer (1 = the centroid). ``threshold``: for open-set rejection and verification.
         ``index_factory`` / ``index_parameters``: the faiss index and its search settings; "auto" (the default)
-        is exact ("Flat") up to EXACT_LIMIT prototypes and an inverted file above ("IVF1024,Flat", nprobe 64 at
-        10^6); any factory string works ("HNSW32" with "efSearch=128", ...). ``model_info``: free JSON metadata
+        is exact ("Flat") up to EXACT_LIMIT prototypes and an inverted file above ("IVF4096,SQ8,RFlat", nprobe 64
+        at 10^6); any factory string works ("HNSW32" with "efSearch=128", ...). ``model_info``: free JSON metadata
         saved with the library (the model's checkpoint and digest). ``seed``: seeds the k-means of every singer.
         """
         if not isinstance(dim, int) or dim <= 0:
@@ -367,8 +374,9 @@ class SingerLibrary:
             return self.index_factory, self.index_parameters
         if rows <= EXACT_LIMIT:
             return "Flat", ""
-        lists = 2 ** round(math.log2(math.sqrt(rows)))
-        return f"IVF{lists},Flat", f"nprobe={max(1, lists // PROBED_FRACTION)}"
+        lists = 2 ** round(math.log2(LISTS_PER_ROOT * math.sqrt(rows)))
+        probes = min(lists, max(1, round(PROBES_PER_ROOT * math.sqrt(lists))))
+        return f"IVF{lists},SQ8,RFlat", f"nprobe={probes},k_factor_rf={REFINE_FACTOR}"
 
     def _build_index(self, index: Any = None) -> None:
         """A new index of every singer's prototypes (or `index`, read from disk, which holds exactly them)."""
@@ -376,8 +384,8 @@ class SingerLibrary:
         self._position = {singer: i for i, singer in enumerate(self._indexed_singers)}
         self._pending = []
         self._row_owner = np.zeros(0, dtype=np.int64)
-        vectors = self._stack(self._indexed_singers)
-        factory, parameters = self.resolved_index(len(vectors))
+        rows = self._rows()
+        factory, parameters = self.resolved_index(rows)
         self.built_with = (factory, parameters)
         if index is not None:
             self._index = index
@@ -386,15 +394,25 @@ class SingerLibrary:
         self._index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
         if parameters:
             faiss.ParameterSpace().set_index_parameters(self._index, parameters)
-        if not self._index.is_trained and len(vectors):
+        if not self._index.is_trained and rows:
             lists = getattr(faiss.extract_index_ivf(self._index), "nlist", 0) if "IVF" in factory else 0
-            sample = len(vectors) if not lists else min(len(vectors), lists * TRAINING_POINTS_PER_LIST)
-            chosen = np.random.default_rng(self.seed).choice(len(vectors), sample, replace=False)
+            sample = rows if not lists else min(rows, lists * TRAINING_POINTS_PER_LIST)
+            chosen = np.sort(np.random.default_rng(self.seed).choice(rows, sample, replace=False))
             try:
-                self._index.train(vectors[np.sort(chosen)])
+                self._index.train(self._rows_at(chosen))
             except RuntimeError as error:
-                raise LibraryError(f"cannot train index {factory!r} on {len(vectors)} prototypes: {error}") from error
-        self._add_rows(vectors, self._indexed_singers)
+                raise LibraryError(f"cannot train index {factory!r} on {rows} prototypes: {error}") from error
+        for start in range(0, len(self._indexed_singers), ADD_BLOCK):  # in blocks: no second copy of every row
+            block = self._indexed_singers[start : start + ADD_BLOCK]
+            self._add_rows(self._stack(block), block)
+
+    def _rows_at(self, rows: np.ndarray) -> np.ndarray:
+        """The prototypes at these positions (sorted) of all singers' rows stacked in index order."""
+        counts = np.array([len(self._vectors[singer]) for singer in self._indexed_singers])
+        starts = np.cumsum(counts) - counts
+        owners = np.searchsorted(starts, rows, side="right") - 1
+        singers = self._indexed_singers
+        return np.stack([self._vectors[singers[o]][r - starts[o]] for o, r in zip(owners.tolist(), rows.tolist())])
 
     def _stack(self, singer_ids: list[str]) -> np.ndarray:
         if not singer_ids:
@@ -543,13 +561,15 @@ class SingerLibrary:
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             singers = list(self._vectors)
-            vectors = self._stack(singers)
-            factory, parameters = self.resolved_index(len(vectors))
+            parts = [self._vectors[singer] for singer in singers]  # enroll replaces arrays, never changes them
+            rows = sum(len(part) for part in parts)
+            factory, parameters = self.resolved_index(rows)
             index_file = None
-            if factory != "Flat" and len(vectors):  # worth saving: building it costs time
+            if factory != "Flat" and rows:  # worth saving: building it costs time
                 self._sync_index()
                 if (self._row_owner < 0).any() or self._indexed_singers != singers:
                     self._build_index()  # the file must hold exactly these rows, in this order
+                factory, parameters = self.built_with  # what the file holds: an older rule's index until rebuilt
                 index_file = f"index-{secrets.token_hex(4)}.faiss"
                 with atomic_path(folder / index_file, durable=True) as temporary:
                     faiss.write_index(self._index, str(temporary))
@@ -570,8 +590,14 @@ class SingerLibrary:
                     for singer, (count, norm) in zip(singers, totals)
                 ],
             }
-        with atomic_path(folder / VECTORS_FILE, durable=True) as temporary:
-            np.save(temporary, vectors, allow_pickle=False)
+        with atomic_path(folder / VECTORS_FILE, durable=True) as temporary:  # written part by part, not stacked
+            vectors = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(rows, self.dim))
+            start = 0
+            for part in parts:
+                vectors[start : start + len(part)] = part
+                start += len(part)
+            vectors.flush()
+            del vectors
         write_atomically(
             folder / METADATA_FILE, json.dumps(metadata, indent=1, ensure_ascii=False) + "\n", durable=True
         )
@@ -619,7 +645,8 @@ class SingerLibrary:
             library._vectors[entry["id"]] = np.ascontiguousarray(vectors[start:stop])
             # libraries written before the totals were kept: each prototype stands for one segment
             library._totals[entry["id"]] = (entry.get("segments", entry["rows"]), entry.get("norm", 1.0))
-        index_file = (metadata.get("index") or {}).get("file")
+        saved_index = metadata.get("index") or {}
+        index_file = saved_index.get("file")
         if index_file and (folder / index_file).is_file():
             try:
                 index = faiss.read_index(str(folder / index_file))
@@ -627,7 +654,12 @@ class SingerLibrary:
                 raise LibraryError(f"{folder / index_file}: unreadable index ({error})") from error
             if index.ntotal != len(vectors):
                 raise LibraryError(f"{folder / index_file}: holds {index.ntotal} rows, the library {len(vectors)}")
+            built_with = (saved_index.get("factory", ""), saved_index.get("parameters", ""))
+            if built_with[1]:  # faiss saves nprobe and k_factor_rf, not every search setting
+                faiss.ParameterSpace().set_index_parameters(index, built_with[1])
             library._build_index(index)
+            # what the file holds, which an older "auto" may have resolved otherwise: the next enrolment rebuilds it
+            library.built_with = built_with
         return library
 
 
