@@ -307,7 +307,8 @@ def test_a_signal_stops_a_parallel_prepare_and_its_workers_at_once(quick_catalog
     """Ctrl-C or `kill` in the middle of a run with worker processes: the command ends within seconds, says
     how to resume, leaves no worker behind, and the rerun completes the store."""
     store = tmp_path / "store"
-    command = [sys.executable, "-m", "singerid", "prepare", str(quick_catalog), str(store), "--workers", "2"]
+    catalog = repeated_catalog(quick_catalog, tmp_path / "catalog", 4)  # 240 tracks: a quiet machine ran 60 in 2 s
+    command = [sys.executable, "-m", "singerid", "prepare", str(catalog), str(store), "--workers", "2"]
     process = subprocess.Popen([*command, "--separation", "repet"], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180  # generous: a loaded machine starts workers slowly
     workers: set[int] = set()
@@ -327,9 +328,27 @@ def test_a_signal_stops_a_parallel_prepare_and_its_workers_at_once(quick_catalog
     time.sleep(0.5)
     assert workers and not [pid for pid in workers if is_running(pid)]
     assert not (store / "index.json").exists()
-    result = prepare(quick_catalog, store, FrontendConfig(separation="repet"), workers=2, progress=False)
+    result = prepare(catalog, store, FrontendConfig(separation="repet"), workers=2, progress=False)
     stored = FeatureStore(store)
-    assert result.processed <= 60 - len(finished) and len(stored) + len(stored.header.rejects) == 60
+    assert result.processed <= 240 - len(finished) and len(stored) + len(stored.header.rejects) == 240
+
+
+def repeated_catalog(quick_catalog: Path, folder: Path, times: int) -> Path:
+    """A metadata.csv of every quick-catalog track `times` times over, as copies of its files, paths absolute."""
+    rows = []
+    for copy in range(times):
+        (folder / str(copy)).mkdir(parents=True)
+        for row in catalog_rows(quick_catalog):
+            row = {**row, "track_id": f"{row['track_id']}_{copy}"}
+            for key in ("path", "lrc_path"):
+                if not row[key]:
+                    continue
+                source = quick_catalog / row[key]
+                row[key] = str(folder / str(copy) / f"{row['track_id']}{source.suffix}")
+                shutil.copy2(source, row[key])
+            rows.append(row)
+    write_rows(folder / "metadata.csv", rows)
+    return folder / "metadata.csv"
 
 
 def small_catalog(quick_catalog: Path, folder: Path, count: int = 6) -> Path:
