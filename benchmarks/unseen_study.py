@@ -10,8 +10,9 @@ one after another, on this machine's CPUs; the protocols' trials are seeded, so 
 A run whose results exist is not run again, so an interrupted study resumes. Writes DIR/study.md (seen and unseen
 one-segment top-1 and one-on-one EER, the unseen-seen gap and ratio, per system) and DIR/study.json.
 
-Run names: zero-shot; scratch-<M> (configs/cpu.yaml with train.minutes=M); base-<M> (the same, `--init base`);
-aug-<name> (scratch at --augment-minutes with one augmentation on; its "off" row is scratch-<augment-minutes>).
+Run names: zero-shot; scratch-<M> (configs/cpu.yaml with train.minutes=M and no augmentation); base-<M> (the same,
+`--init base`); aug-<name> (scratch at --augment-minutes with one augmentation on; its "off" row is
+scratch-<augment-minutes>).
 The gain augmentation is left out: under the model's default per-segment input normalisation it changes nothing.
 """
 
@@ -36,6 +37,7 @@ AUGMENTATIONS = {
     "masks": ["augment.time_mask=0.5", "augment.freq_mask=0.5"],
     "reverb": ["augment.reverb=0.5"],
 }
+NO_AUGMENTATION = ["augment.mix=0"]  # configs/cpu.yaml mixes since this study; its budget rows run without
 AUGMENTATIONS["all"] = [override for overrides in AUGMENTATIONS.values() for override in overrides]
 BENCHMARKS = Path(__file__).resolve().parent
 
@@ -46,12 +48,12 @@ def planned_runs(args: argparse.Namespace) -> dict[str, list[str]]:
     budgets = sorted(set(args.budgets) | set(args.finetune_budgets) | {args.augment_minutes})
     for minutes in budgets:
         if minutes in args.budgets or minutes == args.augment_minutes:
-            runs[f"scratch-{minutes:g}"] = ["--set", f"train.minutes={minutes:g}"]
+            runs[f"scratch-{minutes:g}"] = ["--set", f"train.minutes={minutes:g}", *NO_AUGMENTATION]
         if minutes in args.finetune_budgets:
-            runs[f"base-{minutes:g}"] = ["--set", f"train.minutes={minutes:g}", "--init", "base"]
+            runs[f"base-{minutes:g}"] = ["--set", f"train.minutes={minutes:g}", *NO_AUGMENTATION, "--init", "base"]
         if minutes == args.augment_minutes:
             for name, overrides in AUGMENTATIONS.items():
-                runs[f"aug-{name}"] = ["--set", f"train.minutes={minutes:g}", *overrides]
+                runs[f"aug-{name}"] = ["--set", f"train.minutes={minutes:g}", *NO_AUGMENTATION, *overrides]
     return runs
 
 

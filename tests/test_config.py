@@ -105,7 +105,7 @@ def test_a_stored_config_of_another_version_still_reads() -> None:
 def test_shipped_configs_load_by_name_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no configs/ folder here: the package's own are found by name
     cpu = load_config("cpu")
-    assert cpu.train.minutes == 30 and cpu.optim.schedule == "cosine"
+    assert cpu.train.minutes == 30 and cpu.optim.schedule == "cosine" and cpu.augment.mix == 0.5
     assert load_config("paper/apnl-m4").batch.segments == 4
     with pytest.raises(ConfigError, match=r"laptop: no such config file, .*shipped: cpu, cpu-triplet, demo"):
         load_config("laptop")
