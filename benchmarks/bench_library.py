@@ -75,10 +75,9 @@ def singer_vectors(count: int, prototypes: int, rng: np.random.Generator, betwee
         return centres, centres
     rows = np.empty((count * prototypes, DIM), np.float32)
     for start in range(0, count, 100_000):  # in blocks and in float32: 3 x 10^6 x 512 doubles would be 12 GB
-        block = centres[start : start + 100_000, None, :] + (0.25 / np.sqrt(DIM)) * rng.standard_normal(
-            (len(centres[start : start + 100_000]), prototypes, DIM), dtype=np.float32
-        )
-        block = block.reshape(-1, DIM)
+        chunk = centres[start : start + 100_000, None, :]
+        jitter = rng.standard_normal((len(chunk), prototypes, DIM), dtype=np.float32)
+        block = (chunk + (0.25 / np.sqrt(DIM)) * jitter).reshape(-1, DIM)
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         rows[start * prototypes : start * prototypes + len(block)] = block
     return rows, centres

@@ -378,15 +378,16 @@ class SingerLibrary:
         probes = min(lists, max(1, round(PROBES_PER_ROOT * math.sqrt(lists))))
         return f"IVF{lists},SQ8,RFlat", f"nprobe={probes},k_factor_rf={REFINE_FACTOR}"
 
-    def _build_index(self, index: Any = None) -> None:
-        """A new index of every singer's prototypes (or `index`, read from disk, which holds exactly them)."""
+    def _build_index(self, index: Any = None, built_with: tuple[str, str] | None = None) -> None:
+        """A new index of every singer's prototypes (or `index`, read from disk, which holds exactly them and was
+        built as `built_with` says, which an older "auto" may have resolved otherwise)."""
         self._indexed_singers = list(self._vectors)
         self._position = {singer: i for i, singer in enumerate(self._indexed_singers)}
         self._pending = []
         self._row_owner = np.zeros(0, dtype=np.int64)
         rows = self._rows()
         factory, parameters = self.resolved_index(rows)
-        self.built_with = (factory, parameters)
+        self.built_with = built_with or (factory, parameters)
         if index is not None:
             self._index = index
             self._add_rows(None, self._indexed_singers)
@@ -657,9 +658,7 @@ class SingerLibrary:
             built_with = (saved_index.get("factory", ""), saved_index.get("parameters", ""))
             if built_with[1]:  # faiss saves nprobe and k_factor_rf, not every search setting
                 faiss.ParameterSpace().set_index_parameters(index, built_with[1])
-            library._build_index(index)
-            # what the file holds, which an older "auto" may have resolved otherwise: the next enrolment rebuilds it
-            library.built_with = built_with
+            library._build_index(index, built_with)  # an older rule's index is rebuilt at the next enrolment
         return library
 
 
