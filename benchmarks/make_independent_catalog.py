@@ -1,13 +1,17 @@
 """An independent test catalog for the vocal-activity detector and the front end, made without singerid's own
-synthesizer: espeak-ng voices sing (word by word, pitched to a melody and stretched with sox) or speak their lyrics
-over accompaniment made with sox (plucked, square, sawtooth or triangle chords, bass, drums; a repeating pattern
-per section), with instrumental intros, interludes and outros; mixed here and encoded with ffmpeg in several formats
-and sample rates. The vocal track as mixed is kept as the ground truth, and every third track gets an LRC file.
+synthesizer: espeak-ng voices (pitched and stretched by sox) or, with `--engine flite`, CMU Flite's voices through
+ffmpeg (given another vocal-tract length, then pitched, stretched and vibrato'd by ffmpeg's rubberband and vibrato
+filters) sing their lyrics word by word to a melody, or speak them, over accompaniment made with sox (plucked,
+square, sawtooth or triangle chords, bass, drums; a repeating pattern per section), with instrumental intros,
+interludes and outros; mixed here and encoded with ffmpeg in several formats and sample rates. The vocal track as
+mixed is kept as the ground truth, and every third track gets an LRC file.
 
-Needs the Debian packages espeak-ng, sox and ffmpeg (`apt-get install espeak-ng sox ffmpeg`); installs nothing
-and is not run by CI. Python: the standard library and numpy.
+Needs the Debian packages espeak-ng, sox and ffmpeg (`apt-get install espeak-ng sox ffmpeg`; `--engine flite` needs
+an ffmpeg built with libflite and librubberband, as Debian's is); installs nothing and is not run by CI. Python: the
+standard library and numpy.
 
     python benchmarks/make_independent_catalog.py OUT [--singers 12] [--short 3] [--long 1] [--seed 0]
+        [--engine espeak-ng|flite]
 
 Writes OUT/metadata.csv (singer_id,track_id,path,lrc_path,split; split empty), OUT/audio/<singer>/<track>.<ext>,
 OUT/stems/<track_id>.flac (the vocal alone, as mixed, 44.1 kHz) and OUT/truth.json (every track's sung phrases
@@ -31,6 +35,8 @@ import numpy as np
 RATE = 44100
 LANGUAGES = ["en-us", "en-gb", "de", "fr-fr", "es", "it", "pt-br", "nl", "sv", "pl", "ro", "cs", "fi", "id"]
 VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "Annie", "Andy", "linda", "max"]
+FLITE_VOICES = ["awb", "kal16", "rms", "slt"]  # libflite's 16 kHz voices (kal is kal16 at 8 kHz)
+ENGINES = ["espeak-ng", "flite"]
 LYRICS = (
     "love night fire heart light river home away dream rain sky alone forever morning shadow golden ocean stay "
     "baby tonight falling wild song summer broken hold remember under stars moon road again never believe "
@@ -53,8 +59,10 @@ CHORDS = [(0, 4, 7), (5, 9, 12), (7, 11, 14), (9, 12, 16)]  # I IV V vi
 @dataclass(frozen=True)
 class Singer:
     singer_id: str
-    voice: str  # espeak-ng voice+variant
-    pitch: int  # espeak-ng base pitch, 0-99
+    engine: str  # espeak-ng or flite
+    voice: str  # espeak-ng voice+variant, or a flite voice
+    pitch: int  # espeak-ng base pitch, 0-99; flite: semitones from the voice's own
+    timbre: float  # flite: formants and pitch scaled by this factor (a longer or shorter vocal tract); espeak-ng: 1
     speed: int  # words per minute
     stretch: float  # sox tempo factor of sung words (< 1: longer vowels)
     sings: float  # probability that a phrase is sung (else spoken)
@@ -91,7 +99,8 @@ def sox_sound(work: Path, name: str, *effects: str) -> np.ndarray:
 
 
 class Voice:
-    """One singer's words, rendered by espeak-ng and pitched and stretched by sox (cached per word and note)."""
+    """One singer's words, rendered by the singer's engine, trimmed, and pitched and stretched where sung (cached per
+    word and note): espeak-ng's words are sung by sox, flite's by ffmpeg's rubberband and vibrato filters."""
 
     def __init__(self, singer: Singer, work: Path) -> None:
         self.singer = singer
@@ -102,27 +111,33 @@ class Voice:
         key = (text, semitones, sung)
         if key not in self.cache:
             raw, out = self.work / "word.wav", self.work / "word-out.wav"
-            speed = self.singer.speed if sung else self.singer.speed + 50
-            run(
-                "espeak-ng",
-                "-v",
-                self.singer.voice,
-                "-s",
-                str(speed),
-                "-p",
-                str(self.singer.pitch),
-                "-w",
-                str(raw),
-                text,
-            )
+            render = self.espeak if self.singer.engine == "espeak-ng" else self.flite
+            singing = render(text, semitones, sung, raw)
             effects = ["rate", str(RATE), "silence", "1", "0.01", "0.3%", "reverse", "silence", "1", "0.01", "0.3%"]
-            effects += ["reverse"]
-            if sung:
-                effects += ["pitch", str(100 * semitones), "tempo", "-s", f"{self.singer.stretch:.2f}"]
-                effects += ["tremolo", "5.5", "15"]
-            run("sox", str(raw), "-b", "16", str(out), *effects)
+            run("sox", str(raw), "-b", "16", str(out), *effects, "reverse", *singing)
             self.cache[key] = read_wav(out)
         return self.cache[key]
+
+    def espeak(self, text: str, semitones: int, sung: bool, raw: Path) -> list[str]:
+        """Speaks the word into `raw`; returns the sox effects that sing it."""
+        speed = self.singer.speed if sung else self.singer.speed + 50
+        run("espeak-ng", "-v", self.singer.voice, "-s", str(speed), "-p", str(self.singer.pitch), "-w", str(raw), text)
+        if not sung:
+            return []
+        return ["pitch", str(100 * semitones), "tempo", "-s", f"{self.singer.stretch:.2f}", "tremolo", "5.5", "15"]
+
+    def flite(self, text: str, semitones: int, sung: bool, raw: Path) -> list[str]:
+        """Speaks (or sings) the word into `raw` with the singer's timbre; sox has nothing to add."""
+        singer = self.singer
+        filters = [f"rubberband=pitch={singer.timbre:.3f}:formant=shifted"]
+        tempo = singer.speed / 115 * (singer.stretch if sung else 1.3)  # sung words last longer
+        shift = 2 ** ((singer.pitch + (semitones if sung else 0)) / 12)
+        filters.append(f"rubberband=pitch={shift:.4f}:tempo={tempo:.3f}:formant=preserved")
+        if sung:
+            filters.append("vibrato=f=5.2:d=0.12")
+        source = f"flite=text='{text}':voice={singer.voice}"
+        run("ffmpeg", "-y", "-v", "error", "-f", "lavfi", "-i", source, "-af", ",".join(filters), str(raw))
+        return []
 
 
 def accompaniment_pattern(rng: np.random.Generator, work: Path, key_hz: float, beat: float, style: int) -> np.ndarray:
@@ -242,21 +257,33 @@ def lrc_text(phrases: list[tuple[float, float, str]]) -> str:
     return "".join(f"{stamp(start)}{text}\n{stamp(end)}\n" for start, end, text in phrases)
 
 
-def draw_singers(rng: np.random.Generator, count: int) -> list[Singer]:
-    languages = rng.permutation(LANGUAGES)
-    variants = rng.permutation(VARIANTS)
-    return [
-        Singer(
-            singer_id=f"x{index:02d}",
-            voice=f"{languages[index % len(languages)]}+{variants[index % len(variants)]}",
-            pitch=int(rng.integers(25, 80)),
-            speed=int(rng.integers(90, 140)),
-            stretch=float(rng.uniform(0.55, 0.85)),
-            sings=float(rng.choice([1.0, 0.85, 0.5])),
-            reverb=int(rng.choice([0, 0, 30, 60])),
+def draw_singers(rng: np.random.Generator, count: int, engine: str) -> list[Singer]:
+    if engine == "flite":
+        voices = [FLITE_VOICES[index % len(FLITE_VOICES)] for index in range(count)]
+    else:
+        languages = rng.permutation(LANGUAGES)
+        variants = rng.permutation(VARIANTS)
+        voices = [f"{languages[index % len(languages)]}+{variants[index % len(variants)]}" for index in range(count)]
+    singers = []
+    for index, voice in enumerate(voices):
+        if engine == "flite":
+            pitch, timbre = int(rng.integers(-4, 5)), float(rng.uniform(0.84, 1.2))
+        else:
+            pitch, timbre = int(rng.integers(25, 80)), 1.0
+        singers.append(
+            Singer(
+                singer_id=f"x{index:02d}",
+                engine=engine,
+                voice=voice,
+                pitch=pitch,
+                timbre=timbre,
+                speed=int(rng.integers(90, 140)),
+                stretch=float(rng.uniform(0.55, 0.85)),
+                sings=float(rng.choice([1.0, 0.85, 0.5])),
+                reverb=int(rng.choice([0, 0, 30, 60])),
+            )
         )
-        for index in range(count)
-    ]
+    return singers
 
 
 def main() -> None:
@@ -266,13 +293,14 @@ def main() -> None:
     parser.add_argument("--short", type=int, default=3, help="short tracks (5-15 s) per singer")
     parser.add_argument("--long", type=int, default=1, help="long tracks (3-8 min) per singer")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", choices=ENGINES, default="espeak-ng", help="the voices' synthesizer")
     args = parser.parse_args()
     missing = [tool for tool in ("espeak-ng", "sox", "ffmpeg") if shutil.which(tool) is None]
     if missing:
         parser.error(f"needs {', '.join(missing)} (Debian: apt-get install espeak-ng sox ffmpeg)")
     rng = np.random.default_rng(args.seed)
     rows, truth = [], {}
-    for singer in draw_singers(rng, args.singers):
+    for singer in draw_singers(rng, args.singers, args.engine):
         with tempfile.TemporaryDirectory() as folder:
             work = Path(folder)
             voice = Voice(singer, work)

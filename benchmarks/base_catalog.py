@@ -1,0 +1,73 @@
+"""The training catalog of the base encoder: several catalogs (voices from more than one synthesizer) in one
+metadata.csv that `singerid prepare` reads.
+
+    python benchmarks/base_catalog.py OUT.csv NAME=CATALOG [NAME=CATALOG ...]
+
+Each CATALOG is a folder holding a metadata.csv. A catalog whose tracks have splits gives only its train and val
+tracks (its test singers stay unseen); a catalog without splits gives every singer's tracks to train and val, 4:1 in
+file order (all its singers are training singers, none is tested). Singer and track ids get the NAME as a prefix
+(`NAME-x00`), so that two catalogs cannot share a singer; paths are written absolute. The base encoder's card in
+the README names the catalogs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+from singerid.catalog import Track, read_metadata
+from singerid.splits import TRAIN, TRAINING_SPLITS, VAL
+
+VAL_EVERY = 5  # a catalog without splits: every fifth track of a singer validates
+
+
+def training_tracks(catalog: Path) -> list[Track]:
+    """The catalog's train and val tracks; where it has no splits, all of its tracks, split 4:1 per singer."""
+    tracks = read_metadata(catalog / "metadata.csv")
+    if any(track.split for track in tracks):
+        return [track for track in tracks if track.split in TRAINING_SPLITS]
+    by_singer: dict[str, list[Track]] = defaultdict(list)
+    for track in tracks:
+        by_singer[track.singer_id].append(track)
+    return [
+        Track(t.singer_id, t.track_id, t.audio_path, t.lrc_path, VAL if i % VAL_EVERY == VAL_EVERY - 1 else TRAIN)
+        for singer in by_singer.values()
+        for i, t in enumerate(singer)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="metadata.csv to write")
+    parser.add_argument("catalogs", nargs="+", metavar="NAME=CATALOG")
+    args = parser.parse_args()
+    rows = []
+    for named in args.catalogs:
+        name, _, folder = named.partition("=")
+        if not folder:
+            parser.error(f"{named}: give NAME=CATALOG")
+        catalog = Path(folder)
+        tracks = training_tracks(catalog)
+        rows += [
+            [
+                f"{name}-{t.singer_id}",
+                f"{name}-{t.track_id}",
+                t.audio_path.resolve(),
+                t.lrc_path.resolve() if t.lrc_path else "",
+                t.split,
+            ]
+            for t in tracks
+        ]
+        print(f"{catalog}: {len({t.singer_id for t in tracks})} singers, {len(tracks)} tracks")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["singer_id", "track_id", "path", "lrc_path", "split"])
+        writer.writerows(rows)
+    print(f"wrote {args.out} ({len(rows)} tracks)")
+
+
+if __name__ == "__main__":
+    main()
