@@ -63,8 +63,8 @@ class Singer:
     voice: str  # espeak-ng voice+variant, or a flite voice
     pitch: int  # espeak-ng base pitch, 0-99; flite: semitones from the voice's own
     timbre: float  # flite: formants and pitch scaled by this factor (a longer or shorter vocal tract); espeak-ng: 1
-    speed: int  # words per minute
-    stretch: float  # sox tempo factor of sung words (< 1: longer vowels)
+    speed: int  # espeak-ng: words per minute; flite: tempo speed / 115 (x 1.3 when spoken)
+    stretch: float  # tempo factor of sung words, sox's or rubberband's (< 1: longer vowels)
     sings: float  # probability that a phrase is sung (else spoken)
     reverb: int  # sox reverberance of the vocal, 0 for none
 
@@ -135,7 +135,7 @@ class Voice:
         filters.append(f"rubberband=pitch={shift:.4f}:tempo={tempo:.3f}:formant=preserved")
         if sung:
             filters.append("vibrato=f=5.2:d=0.12")
-        source = f"flite=text='{text}':voice={singer.voice}"
+        source = f"flite=text='{text}':voice={singer.voice}"  # WORDS hold letters only: nothing to escape
         run("ffmpeg", "-y", "-v", "error", "-f", "lavfi", "-i", source, "-af", ",".join(filters), str(raw))
         return []
 
@@ -295,9 +295,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=ENGINES, default="espeak-ng", help="the voices' synthesizer")
     args = parser.parse_args()
-    missing = [tool for tool in ("espeak-ng", "sox", "ffmpeg") if shutil.which(tool) is None]
+    tools = ("sox", "ffmpeg") + (("espeak-ng",) if args.engine == "espeak-ng" else ())
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         parser.error(f"needs {', '.join(missing)} (Debian: apt-get install espeak-ng sox ffmpeg)")
+    if args.engine == "flite":
+        filters = subprocess.run(["ffmpeg", "-hide_banner", "-filters"], capture_output=True, text=True).stdout.split()
+        if not {"flite", "rubberband"} <= set(filters):
+            parser.error("--engine flite needs an ffmpeg built with libflite and librubberband (Debian's is)")
     rng = np.random.default_rng(args.seed)
     rows, truth = [], {}
     for singer in draw_singers(rng, args.singers, args.engine):
@@ -333,6 +338,7 @@ def main() -> None:
                     "singer": asdict(singer),
                 }
                 print(f"{track_id}: {seconds:.1f} s {suffix}, {len(track['phrases'])} phrases", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "metadata.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["singer_id", "track_id", "path", "lrc_path", "split"])
