@@ -16,10 +16,13 @@ from __future__ import annotations
 import argparse
 import csv
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from singerid.catalog import Track, read_metadata
+from singerid.fileio import atomic_path
 from singerid.splits import TRAIN, TRAINING_SPLITS, VAL
+from singerid.synth import METADATA_COLUMNS
 
 VAL_EVERY = 5  # a catalog without splits: every fifth track of a singer validates
 
@@ -35,7 +38,7 @@ def training_tracks(catalog: Path) -> list[Track]:
     for track in tracks:
         by_singer[track.singer_id].append(track)
     return [
-        Track(t.singer_id, t.track_id, t.audio_path, t.lrc_path, VAL if validates(i, len(singer)) else TRAIN)
+        replace(t, split=VAL if validates(i, len(singer)) else TRAIN)
         for singer in by_singer.values()
         for i, t in enumerate(singer)
     ]
@@ -73,9 +76,9 @@ def main() -> None:
         ]
         print(f"{catalog}: {len({t.singer_id for t in tracks})} singers, {len(tracks)} tracks")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="", encoding="utf-8") as f:
+    with atomic_path(args.out) as temporary, temporary.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["singer_id", "track_id", "path", "lrc_path", "split"])
+        writer.writerow(METADATA_COLUMNS)
         writer.writerows(rows)
     print(f"wrote {args.out} ({len(rows)} tracks)")
 
